@@ -1,0 +1,3 @@
+"""monai_iqad.data."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""monai_iqad.data.converters."""
+
+from __future__ import annotations

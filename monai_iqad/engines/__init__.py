@@ -1,0 +1,3 @@
+"""monai_iqad.engines."""
+
+from __future__ import annotations

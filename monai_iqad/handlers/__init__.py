@@ -1,0 +1,3 @@
+"""monai_iqad.handlers."""
+
+from __future__ import annotations

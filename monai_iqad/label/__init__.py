@@ -1,0 +1,3 @@
+"""monai_iqad.label."""
+
+from __future__ import annotations

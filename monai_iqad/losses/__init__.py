@@ -1,0 +1,3 @@
+"""monai_iqad.losses."""
+
+from __future__ import annotations

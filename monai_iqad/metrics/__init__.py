@@ -1,0 +1,3 @@
+"""monai_iqad.metrics."""
+
+from __future__ import annotations

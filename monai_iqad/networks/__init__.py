@@ -1,0 +1,3 @@
+"""monai_iqad.networks."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""monai_iqad.networks.blocks."""
+
+from __future__ import annotations

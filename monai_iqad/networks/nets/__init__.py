@@ -1,0 +1,3 @@
+"""monai_iqad.networks.nets."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""monai_iqad.transforms."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""monai_iqad.utils."""
+
+from __future__ import annotations

@@ -1,0 +1,54 @@
+"""Packaging for monai_iqad: a MONAI plugin for medical image quality assessment and quality-aware diagnosis."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+INSTALL_REQUIRES = [
+    # torch first: a range that the CPU wheel (2.13.0) satisfies, so pip never swaps in a CUDA build.
+    "torch>=2.8",
+    "monai>=1.6",
+    "pytorch-ignite>=0.5",
+    "numpy>=1.24",  # numpy 1.26 (MONAI Label install) and 2.x are both supported
+    "scipy>=1.10",  # logistic fit for PLCC, correlations, image filters for degradations
+    "pillow>=10",
+    "nibabel>=5",
+    "pydicom>=2.4",  # pydicom 2.4 (MONAI Label install) and 3.x are both supported
+    "itk>=5.3",
+    "tensorboard>=2.14",
+    "scikit-learn>=1.3",  # macro one-vs-one ROC AUC and F1 (MONAI's ROCAUC is one-vs-rest only)
+    "scikit-image>=0.22",  # real natural/fundus images for the demo data, NLM denoising for distortions
+    "matplotlib>=3.7",  # TensorBoard figures: scatter with logistic fit, ROC curves, confusion matrices
+]
+
+EXTRAS = {
+    # real medical DICOM images (chest CR, CT, ultrasound) used to build the demo data sets
+    "demo": ["pydicom-data>=1.0"],
+    "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
+    "test": ["pytest>=7", "ruff>=0.5", "jsonschema>=4", "pydicom-data>=1.0"],
+}
+EXTRAS["all"] = sorted({r for v in EXTRAS.values() for r in v})
+
+setup(
+    name="monai_iqad",
+    version="0.1.0",
+    description="MONAI plugin for medical image quality assessment (SAQM) and image-quality-aware diagnosis (MKCNet)",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["monai_iqad", "monai_iqad.*"]),
+    include_package_data=True,
+    package_data={"monai_iqad": ["py.typed", "label/app/*.json"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["monai-iqad=monai_iqad.cli:main"]},
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Medical Science Apps.",
+        "Topic :: Scientific/Engineering :: Image Processing",
+    ],
+)
