@@ -1,3 +1,16 @@
-"""monai_iqad.handlers."""
+"""monai_iqad.handlers: Ignite handlers, one concern per module."""
 
 from __future__ import annotations
+
+from .best_model_saver import BestModelSaver
+from .checkpoint_saver import TrainingCheckpointSaver, find_checkpoint
+from .classification_figures import ClassificationFiguresHandler
+from .collector import EpochOutputCollector
+from .csv_writer import PredictionCSVWriter
+from .determinism import EpochSeedHandler
+from .iqa_scatter import IQAScatterHandler
+from .learning_rate import LearningRateLogger
+from .nan_guard import NaNLossGuard
+from .progress import ConsoleProgressBar
+from .scalars import output_scalars
+from .worst_images import WorstImagesHandler

@@ -1,3 +1,6 @@
-"""monai_iqad.utils."""
+"""monai_iqad.utils: small shared helpers (atomic file writes, distributed helpers)."""
 
 from __future__ import annotations
+
+from .dist import all_reduce_gradients, broadcast_parameters, get_rank, get_world_size, is_dist, is_rank0
+from .io import atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text

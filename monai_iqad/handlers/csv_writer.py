@@ -1,0 +1,108 @@
+"""Per-image prediction CSV files (one row per image, with a header), written atomically at the end of an epoch."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine
+
+from monai_iqad.utils.io import atomic_write_text
+
+from .collector import EpochOutputCollector
+
+__all__ = ["PredictionCSVWriter"]
+
+
+def _values(v: Any) -> list[float]:
+    if isinstance(v, torch.Tensor):
+        return [float(x) for x in v.detach().float().reshape(-1).tolist()]
+    if isinstance(v, (list, tuple)):
+        return [float(x) for x in v]
+    return [float(v)]
+
+
+class PredictionCSVWriter(EpochOutputCollector):
+    """Write one CSV row per evaluated image: its file name and the requested output fields.
+
+    A field whose value has several entries (e.g. class probabilities) expands to one column per entry, named by
+    ``column_names[field]`` or ``<field>_<i>``. ``argmax_fields`` add a ``<name>`` column holding the index (or the
+    name from ``argmax_names``) of the largest entry of a field (e.g. the predicted diagnosis). Rows are sorted by
+    file name so the file is deterministic under multi-process evaluation.
+
+    Args:
+        output_path: CSV file to write (parent folders are created).
+        fields: output keys to write, e.g. ``["pred", "label"]``.
+        column_names: per-field column names, e.g. ``{"pred": ["p_normal", "p_covid"]}`` or ``{"pred": "score"}``.
+        argmax_fields: ``{column: (field, start, stop)}`` — argmax over ``field[start:stop]``.
+        argmax_names: ``{column: [names...]}`` to write class names instead of indices.
+        softmax_fields: ``{field: [(start, stop), ...]}`` slices of a field to softmax before writing (for logits).
+        image_key: output key of the image whose ``meta["filename_or_obj"]`` names the row.
+    """
+
+    def __init__(
+        self,
+        output_path: str | os.PathLike,
+        fields: Sequence[str] = ("pred",),
+        column_names: Mapping[str, str | Sequence[str]] | None = None,
+        argmax_fields: Mapping[str, tuple[str, int, int]] | None = None,
+        argmax_names: Mapping[str, Sequence[str]] | None = None,
+        softmax_fields: Mapping[str, Sequence[tuple[int, int]]] | None = None,
+        image_key: str = "image",
+    ) -> None:
+        super().__init__()
+        self.output_path = Path(output_path)
+        self.fields = list(fields)
+        self.column_names = dict(column_names or {})
+        self.argmax_fields = dict(argmax_fields or {})
+        self.argmax_names = {k: list(v) for k, v in (argmax_names or {}).items()}
+        self.softmax_fields = {k: [tuple(s) for s in v] for k, v in (softmax_fields or {}).items()}
+        self.image_key = image_key
+
+    def select(self, output: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any] | None:
+        image = output.get(self.image_key, batch.get(self.image_key) if isinstance(batch, dict) else None)
+        meta = getattr(image, "meta", None) or {}
+        name = meta.get("filename_or_obj", "")
+        item: dict[str, Any] = {"filename": str(name)}
+        for f in self.fields:
+            vals = _values(output[f])
+            for start, stop in self.softmax_fields.get(f, []):
+                vals[start:stop] = torch.softmax(torch.tensor(vals[start:stop]), 0).tolist()
+            item[f] = vals
+        return item
+
+    def _columns(self, field: str, n: int) -> list[str]:
+        names = self.column_names.get(field)
+        if isinstance(names, str):
+            names = [names] if n == 1 else [f"{names}_{i}" for i in range(n)]
+        if names is None:
+            names = [field] if n == 1 else [f"{field}_{i}" for i in range(n)]
+        if len(names) != n:
+            raise ValueError(f"column_names['{field}'] has {len(names)} names for {n} values.")
+        return list(names)
+
+    def finalize(self, engine: Engine, items: Sequence[dict[str, Any]]) -> None:
+        items = sorted(items, key=lambda i: i["filename"])
+        header = ["filename"]
+        for f in self.fields:
+            header += self._columns(f, len(items[0][f]))
+        header += list(self.argmax_fields)
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(header)
+        for item in items:
+            row: list[Any] = [item["filename"]]
+            for f in self.fields:
+                row += [f"{v:.6g}" for v in item[f]]
+            for col, (f, start, stop) in self.argmax_fields.items():
+                seg = item[f][start:stop]
+                idx = max(range(len(seg)), key=seg.__getitem__)
+                names = self.argmax_names.get(col)
+                row.append(names[idx] if names else idx)
+            writer.writerow(row)
+        atomic_write_text(self.output_path, buf.getvalue())
