@@ -105,7 +105,7 @@ def test_training_checkpoint_saver_and_find(tmp_path):
     net = torch.nn.Linear(2, 1)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     engine = Engine(lambda e, b: None)
-    TrainingCheckpointSaver(tmp_path, {"network": net, "optimizer": opt, "trainer": engine}).attach(engine)
+    TrainingCheckpointSaver(tmp_path, {"network": net, "optimizer": opt}).attach(engine)
     engine.run([0, 1], max_epochs=2)
     ckpt = torch.load(find_checkpoint(tmp_path), weights_only=True)
     assert set(ckpt) == {"network", "optimizer", "trainer"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .best_model_saver import BestModelSaver
-from .checkpoint_saver import TrainingCheckpointSaver, find_checkpoint
+from .checkpoint_saver import ResumeCheckpointLoader, TrainingCheckpointSaver, find_checkpoint
 from .classification_figures import ClassificationFiguresHandler
 from .collector import EpochOutputCollector
 from .csv_writer import PredictionCSVWriter

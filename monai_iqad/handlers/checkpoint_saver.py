@@ -10,11 +10,12 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
+from monai.handlers import CheckpointLoader
 
 from monai_iqad.utils.dist import is_rank0
 from monai_iqad.utils.io import atomic_torch_save
 
-__all__ = ["TrainingCheckpointSaver", "find_checkpoint"]
+__all__ = ["TrainingCheckpointSaver", "ResumeCheckpointLoader", "find_checkpoint"]
 
 
 class TrainingCheckpointSaver:
@@ -30,9 +31,11 @@ class TrainingCheckpointSaver:
 
     Args:
         save_dir: folder of the checkpoint.
-        save_dict: objects to save, e.g. ``{"network": net, "optimizer": opt, "trainer": trainer}``; anything with
-            ``state_dict()``. A ``torch.nn.parallel.DistributedDataParallel`` is unwrapped.
+        save_dict: objects to save, e.g. ``{"network": net, "optimizer": opt}``; anything with ``state_dict()``.
+            A ``torch.nn.parallel.DistributedDataParallel`` is unwrapped.
         filename: checkpoint file name.
+        trainer_key: the engine this handler is attached to is saved under this key (``None``: not saved). This
+            avoids a circular reference in bundle configs, where the trainer takes the handler list as an argument.
         interval: save every ``interval`` epochs (and always at the end of training).
         name: logger name.
 
@@ -46,6 +49,7 @@ class TrainingCheckpointSaver:
         save_dict: Mapping[str, Any],
         filename: str = "checkpoint.pt",
         interval: int = 1,
+        trainer_key: str | None = "trainer",
         name: str | None = None,
     ) -> None:
         if not save_dict:
@@ -56,6 +60,7 @@ class TrainingCheckpointSaver:
         self.save_dict = dict(save_dict)
         self.filename = filename
         self.interval = interval
+        self.trainer_key = trainer_key
         self.logger = logging.getLogger(name or __name__)
 
     @property
@@ -63,8 +68,9 @@ class TrainingCheckpointSaver:
         return self.save_dir / self.filename
 
     def attach(self, engine: Engine) -> None:
+        if self.trainer_key is not None:
+            self.save_dict.setdefault(self.trainer_key, engine)
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
-        engine.add_event_handler(Events.COMPLETED, self)
 
     def state(self) -> dict[str, Any]:
         out = {}
@@ -78,6 +84,30 @@ class TrainingCheckpointSaver:
             return
         atomic_torch_save(self.state(), self.path)
         self.logger.info(f"Saved training checkpoint (epoch {engine.state.epoch}) to {self.path}")
+
+
+class ResumeCheckpointLoader(CheckpointLoader):
+    """``monai.handlers.CheckpointLoader`` that also restores the engine it is attached to (epoch and iteration).
+
+    Put it in a bundle's ``train#handlers`` guarded by ``"_disabled_": "$not @resume"``; the trainer is added to
+    ``load_dict`` under ``trainer_key`` at attach time (the trainer cannot be referenced from its own handler list).
+    MONAI's loader keeps the configured ``max_epochs``, so a resumed run stops at the same final epoch as an
+    uninterrupted one.
+
+    Args:
+        load_path: checkpoint written by :class:`TrainingCheckpointSaver`.
+        load_dict: objects to restore, keyed as in the checkpoint.
+        trainer_key: key of the trainer state in the checkpoint.
+        kwargs: other ``CheckpointLoader`` arguments (``map_location``, ``strict``…).
+    """
+
+    def __init__(self, load_path: str, load_dict: Mapping[str, Any], trainer_key: str = "trainer", **kwargs: Any):
+        super().__init__(load_path=load_path, load_dict=dict(load_dict), **kwargs)
+        self.trainer_key = trainer_key
+
+    def attach(self, engine: Engine) -> None:
+        self.load_dict.setdefault(self.trainer_key, engine)
+        super().attach(engine)
 
 
 def find_checkpoint(save_dir: str | os.PathLike, filename: str = "checkpoint.pt", required: bool = True) -> str:
