@@ -1,0 +1,499 @@
+"""Domain-adversarial (DANN) training of a patch-wise quality network, as an Ignite/MONAI trainer."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn as nn
+from monai.data import MetaTensor
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents, default_metric_cmp_fn
+from monai.inferers import Inferer
+from monai.transforms import Transform
+from monai.utils import IgniteInfo, min_version, optional_import
+from monai.utils.enums import CommonKeys as Keys
+from torch.optim.optimizer import Optimizer
+from torch.utils.data import DataLoader
+
+from monai_iqad.networks.blocks.gradient_reversal import GradientReversal, dann_lambda
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine, EventEnum
+    from ignite.metrics import Metric
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+    Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
+    EventEnum, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "EventEnum")
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+
+__all__ = ["DomainAdaptationTrainer", "prepare_iqa_batch", "DA_MODES"]
+
+#: Training configurations of Tliba et al. (Table 2): 1 = target_only, 2 = source_only, 3 = unsupervised DA,
+#: 4 = semi-supervised DA.
+DA_MODES: tuple[str, ...] = ("target_only", "source_only", "unsupervised", "semi_supervised")
+_ADVERSARIAL_MODES = ("unsupervised", "semi_supervised")
+
+
+def _as_float_vector(value: Any, name: str, batch_size: int, device: torch.device | str | None) -> torch.Tensor:
+    if isinstance(value, MetaTensor):
+        value = value.as_tensor()
+    if isinstance(value, (list, tuple)):
+        value = [float("nan") if v is None else v for v in value]
+    tensor = torch.as_tensor(value, dtype=torch.float32).reshape(-1)
+    if tensor.numel() != batch_size:
+        raise ValueError(f"'{name}' must hold one value per image ({batch_size}), got shape {tuple(tensor.shape)}.")
+    return tensor.to(device)
+
+
+def prepare_iqa_batch(
+    batchdata: Mapping[str, Any],
+    device: torch.device | str | None = None,
+    non_blocking: bool = False,
+    image_key: str = "image",
+    mos_key: str = "mos",
+    labelled_key: str = "labelled",
+    **kwargs: Any,
+) -> dict[str, torch.Tensor | None]:
+    """
+    Move an IQA batch to ``device`` and put it in the trainer's format.
+
+    Args:
+        batchdata: a collated dict batch with ``image_key`` (B, C, H, W), and optionally ``mos_key`` (B,) MOS already
+            normalised to [0, 1] (NaN/None for unlabelled images) and ``labelled_key`` (B,) 1/0 flags.
+        device: target device.
+        non_blocking: passed to ``Tensor.to``.
+        image_key: key of the images. Defaults to "image".
+        mos_key: key of the normalised MOS. Defaults to "mos".
+        labelled_key: key of the labelled flags. Defaults to "labelled".
+        kwargs: other ``Tensor.to`` arguments for the images (the trainer's ``to_kwargs``).
+
+    Returns:
+        ``{"image": (B, C, H, W) plain tensor, "mos": (B,) float32 or None, "labelled": (B,) bool or None}``.
+
+    Raises:
+        TypeError: When ``batchdata`` is not a mapping.
+        ValueError: When the image key is missing, or ``mos``/``labelled`` do not have one value per image.
+    """
+    if not isinstance(batchdata, Mapping):
+        raise TypeError(f"DomainAdaptationTrainer expects dict batches, got {type(batchdata).__name__}.")
+    if image_key not in batchdata:
+        raise ValueError(f"batch has no '{image_key}' key; keys are {sorted(batchdata)}.")
+    image = batchdata[image_key]
+    if isinstance(image, MetaTensor):
+        image = image.as_tensor()
+    image = torch.as_tensor(image).to(device=device, non_blocking=non_blocking, **kwargs)
+    batch_size = int(image.shape[0])
+    mos = batchdata.get(mos_key)
+    labelled = batchdata.get(labelled_key)
+    return {
+        "image": image,
+        "mos": None if mos is None else _as_float_vector(mos, mos_key, batch_size, device),
+        "labelled": None if labelled is None else _as_float_vector(labelled, labelled_key, batch_size, device) > 0,
+    }
+
+
+def _find_gamma(network: nn.Module) -> torch.Tensor | None:
+    """The first scalar ``gamma`` parameter of ``network`` (the attention gate of SAQM), or None."""
+    for module in network.modules():
+        gamma = getattr(module, "gamma", None)
+        if isinstance(gamma, torch.Tensor) and gamma.numel() == 1:
+            return gamma
+    return None
+
+
+class DomainAdaptationTrainer(SupervisedTrainer):
+    """
+    Domain-adversarial training (DANN) of a patch-wise quality network such as :class:`monai_iqad.networks.SAQM`.
+
+    Re-implementation of the training of SAQM based on:
+    "Tliba et al., Deep-based quality assessment of medical images through domain adaptation, ICIP 2022,
+    https://arxiv.org/abs/2210.10533" (sec. 2.2-2.3, Table 2), with the adversarial scheme and the λ schedule of
+    "Ganin et al., Domain-Adversarial Training of Neural Networks, JMLR 17(59), 2016".
+
+    Only ``_iteration`` is overridden; metrics, checkpoints, logging and LR schedules are handlers as usual.
+
+    Modes (the four configurations of the paper's Table 2):
+
+    - ``"target_only"``: ``train_data_loader`` yields labelled target images; regression only.
+    - ``"source_only"``: ``train_data_loader`` yields labelled source images; regression only.
+    - ``"unsupervised"``: ``train_data_loader`` = source (labelled), ``target_data_loader`` = target (labels
+      ignored); regression on the source, domain loss on both.
+    - ``"semi_supervised"``: as unsupervised, plus the regression loss on the *labelled* target items
+      (``labelled`` flag, or a finite ``mos`` when the flag is absent); unlabelled target items only feed the
+      domain loss.
+
+    One iteration (adversarial modes):
+
+    1. draw one target batch (the target loader is cycled: its iterator is re-created when exhausted, and at every
+       ``EPOCH_STARTED``, where ``sampler.set_epoch(epoch)`` is called when available, so a resumed run sees the
+       same target batches as an uninterrupted one; within an epoch, later cycles reuse that epoch's order);
+    2. set λ = ``dann_lambda(p, grl_gamma, grl_max)``, p = (iteration - 1) / (max_epochs · epoch_length), on every
+       :class:`GradientReversal` of the domain classifier;
+    3. one forward of ``torch.cat([source, target])`` with ``network(x, patch_level=True, return_features=True)``
+       (a single forward, DDP-friendly). When source and target crops have different spatial shapes the two
+       batches go through two forwards instead (same results; prefer equal crop sizes under DDP);
+    4. ``loss = loss_reg + domain_loss_weight * loss_dom``: ``loss_reg`` = ``regression_loss`` over all labelled
+       patches (each patch gets its image's MOS, the Kang et al. convention), default ``BCEWithLogitsLoss`` of the
+       patch logits against the MOS in [0, 1]; ``loss_dom`` = BCE-with-logits of the domain classifier on every
+       patch feature (source 0, target 1);
+    5. backward (the GRL reverses the domain gradient for the network only) and ``optimizer.step()``.
+
+    ``engine.state.output`` holds ``image`` and ``label`` (the ``train_data_loader`` batch and its normalised MOS
+    as (B, 1)), ``pred`` (its image scores (B, 1) = mean patch score, so ``from_engine(["pred", "label"])`` feeds
+    Ignite's correlation metrics directly), ``loss``, ``loss_reg``, ``loss_dom``, ``grl_lambda``,
+    ``gamma`` (the network's attention gate, when it has a scalar ``gamma`` parameter) and ``domain_acc``
+    (patch-level domain accuracy; NaN in the non-adversarial modes). Events ``FORWARD_COMPLETED``,
+    ``LOSS_COMPLETED``, ``BACKWARD_COMPLETED`` and ``MODEL_COMPLETED`` fire as in ``SupervisedTrainer``.
+
+    The ``optimizer`` must hold the domain classifier's parameters too (checked), and a checkpoint should save the
+    domain classifier along with the network.
+
+    Args:
+        device, max_epochs, train_data_loader, network, optimizer, epoch_length, non_blocking, iteration_update,
+        inferer, postprocessing, key_train_metric, additional_metrics, metric_cmp_fn, train_handlers, amp,
+        event_names, event_to_attr, decollate, optim_set_to_none, to_kwargs, amp_kwargs, compile, compile_kwargs,
+        accumulation_steps: as :class:`monai.engines.SupervisedTrainer`. ``amp`` only takes effect on CUDA
+            devices (``torch.autocast("cuda")`` + ``GradScaler``); elsewhere it is ignored with a warning.
+            The ``inferer`` is called as ``inferer(x, network, patch_level=True, ...)``.
+        loss_function: the regression loss; same slot as ``regression_loss`` (give at most one).
+        prepare_batch: ``callable(batch, device, non_blocking, **to_kwargs) -> {"image", "mos", "labelled"}``.
+            Defaults to :func:`prepare_iqa_batch` with ``image_key``, ``mos_key`` and ``labelled_key``.
+        domain_classifier: domain head, e.g. :class:`monai_iqad.networks.DomainClassifier`, mapping (N, C) patch
+            features to (N, 1) logits and containing a :class:`GradientReversal`. Required in the adversarial
+            modes; unused (may be None) otherwise.
+        target_data_loader: target-domain loader for the adversarial modes (ignored, with a warning, otherwise).
+        mode: one of ``DA_MODES``. Defaults to "unsupervised".
+        domain_loss_weight: weight of the domain loss. Defaults to 1.
+        grl_gamma: γ of the DANN schedule. Defaults to 10.
+        grl_max: the value λ tends to at the end of training. Defaults to 1.
+        regression_loss: ``callable(logits (M,), targets (M,)) -> loss``. Defaults to ``nn.BCEWithLogitsLoss()``.
+        mos_key: key of the normalised MOS in batches. Defaults to "mos".
+        labelled_key: key of the labelled flags in target batches. Defaults to "labelled".
+        image_key: key of the images. Defaults to "image".
+
+    Raises:
+        ValueError: When ``mode`` is unknown; an adversarial mode lacks ``target_data_loader`` or
+            ``domain_classifier``, the domain classifier has no :class:`GradientReversal` or its parameters are not
+            in ``optimizer``, or the epoch length is unknown; ``domain_loss_weight`` is negative; both
+            ``loss_function`` and ``regression_loss`` are given.
+        FloatingPointError: (during ``run``) when the loss is NaN or infinite, naming the epoch and iteration.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable | DataLoader,
+        network: nn.Module,
+        optimizer: Optimizer,
+        loss_function: Callable | None = None,
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        prepare_batch: Callable | None = None,
+        iteration_update: Callable[[Engine, Any], Any] | None = None,
+        inferer: Inferer | None = None,
+        postprocessing: Transform | None = None,
+        key_train_metric: dict[str, Metric] | None = None,
+        additional_metrics: dict[str, Metric] | None = None,
+        metric_cmp_fn: Callable = default_metric_cmp_fn,
+        train_handlers: Sequence | None = None,
+        amp: bool = False,
+        event_names: list[str | EventEnum | type[EventEnum]] | None = None,
+        event_to_attr: dict | None = None,
+        decollate: bool = True,
+        optim_set_to_none: bool = False,
+        to_kwargs: dict | None = None,
+        amp_kwargs: dict | None = None,
+        compile: bool = False,
+        compile_kwargs: dict | None = None,
+        accumulation_steps: int = 1,
+        domain_classifier: nn.Module | None = None,
+        target_data_loader: Iterable | DataLoader | None = None,
+        mode: str = "unsupervised",
+        domain_loss_weight: float = 1.0,
+        grl_gamma: float = 10.0,
+        grl_max: float = 1.0,
+        regression_loss: Callable | None = None,
+        mos_key: str = "mos",
+        labelled_key: str = "labelled",
+        image_key: str = "image",
+    ) -> None:
+        if mode not in DA_MODES:
+            raise ValueError(f"mode must be one of {DA_MODES}, got {mode!r}.")
+        if loss_function is not None and regression_loss is not None:
+            raise ValueError("give the regression loss as either `loss_function` or `regression_loss`, not both.")
+        if not math.isfinite(float(domain_loss_weight)) or domain_loss_weight < 0:
+            raise ValueError(f"domain_loss_weight must be a finite non-negative number, got {domain_loss_weight!r}.")
+        dann_lambda(0.0, grl_gamma, grl_max)  # validates gamma and max_value
+        adversarial = mode in _ADVERSARIAL_MODES
+        grls: list[GradientReversal] = []
+        if adversarial:
+            if target_data_loader is None:
+                raise ValueError(f"mode={mode!r} needs a target_data_loader.")
+            if domain_classifier is None:
+                raise ValueError(f"mode={mode!r} needs a domain_classifier.")
+            grls = [m for m in domain_classifier.modules() if isinstance(m, GradientReversal)]
+            if not grls:
+                raise ValueError(
+                    "domain_classifier contains no GradientReversal layer: the network would not receive the "
+                    "reversed domain gradient."
+                )
+            optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            if not any(id(p) in optimised for p in domain_classifier.parameters()):
+                raise ValueError(
+                    "the optimizer holds none of the domain_classifier parameters; build it over both, e.g. "
+                    "Adam([*network.parameters(), *domain_classifier.parameters()])."
+                )
+        elif target_data_loader is not None:
+            warnings.warn(f"mode={mode!r} does not use target_data_loader; it is ignored.", stacklevel=2)
+        if amp and torch.device(device).type != "cuda":
+            warnings.warn(f"amp=True has no effect on device {device!r}: AMP is only used on CUDA.", stacklevel=2)
+        if prepare_batch is None:
+            prepare_batch = partial(prepare_iqa_batch, image_key=image_key, mos_key=mos_key, labelled_key=labelled_key)
+        reg_loss = regression_loss if regression_loss is not None else loss_function
+        if reg_loss is None:
+            reg_loss = nn.BCEWithLogitsLoss()
+
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            train_data_loader=train_data_loader,
+            network=network,
+            optimizer=optimizer,
+            loss_function=reg_loss,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            prepare_batch=prepare_batch,
+            iteration_update=iteration_update,
+            inferer=inferer,
+            postprocessing=postprocessing,
+            key_train_metric=key_train_metric,
+            additional_metrics=additional_metrics,
+            metric_cmp_fn=metric_cmp_fn,
+            train_handlers=train_handlers,
+            amp=amp,
+            event_names=event_names,
+            event_to_attr=event_to_attr,
+            decollate=decollate,
+            optim_set_to_none=optim_set_to_none,
+            to_kwargs=to_kwargs,
+            amp_kwargs=amp_kwargs,
+            compile=compile,
+            compile_kwargs=compile_kwargs,
+            accumulation_steps=accumulation_steps,
+        )
+        if adversarial and self.state.epoch_length is None:
+            raise ValueError(
+                "the epoch length is unknown (train_data_loader has no length): pass `epoch_length`, "
+                "the DANN schedule needs the total number of iterations."
+            )
+        self.mode = mode
+        self.adversarial = adversarial
+        self.domain_classifier = domain_classifier
+        self.target_data_loader = target_data_loader if adversarial else None
+        self.domain_loss_weight = float(domain_loss_weight)
+        self.grl_gamma = float(grl_gamma)
+        self.grl_max = float(grl_max)
+        self.regression_loss = reg_loss
+        self.domain_loss = nn.BCEWithLogitsLoss()
+        self.mos_key = mos_key
+        self.labelled_key = labelled_key
+        self.image_key = image_key
+        self._grls = grls
+        self._gamma = _find_gamma(self.network)
+        self._target_iter: Any = None
+        if self.target_data_loader is not None:
+            self.add_event_handler(Events.EPOCH_STARTED, self._restart_target_loader)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # target loader
+    def _restart_target_loader(self, engine: Engine) -> None:
+        """Re-create the target iterator at each epoch start, after ``set_epoch(epoch)`` on its sampler."""
+        self._target_iter = None
+        sampler = getattr(self.target_data_loader, "sampler", None)
+        if sampler is not None and callable(getattr(sampler, "set_epoch", None)):
+            sampler.set_epoch(engine.state.epoch)
+
+    def _next_target_batch(self) -> Any:
+        if self._target_iter is None:
+            self._target_iter = iter(self.target_data_loader)  # type: ignore[arg-type]
+        try:
+            return next(self._target_iter)
+        except StopIteration:
+            self._target_iter = iter(self.target_data_loader)  # type: ignore[arg-type]
+            try:
+                return next(self._target_iter)
+            except StopIteration:
+                raise ValueError("target_data_loader is empty.") from None
+
+    def progress(self, iteration: int | None = None) -> float:
+        """Training progress p = (iteration - 1) / (max_epochs · epoch_length) of the DANN schedule."""
+        iteration = self.state.iteration if iteration is None else iteration
+        total = self.state.max_epochs * self.state.epoch_length
+        return (iteration - 1) / total
+
+    # ------------------------------------------------------------------------------------------------------------
+    def _labelled_mask(self, target: Mapping[str, torch.Tensor | None]) -> torch.Tensor:
+        mos, labelled = target["mos"], target["labelled"]
+        n = int(target["image"].shape[0])  # type: ignore[union-attr]
+        if labelled is None:
+            if mos is None:
+                return torch.zeros(n, dtype=torch.bool, device=target["image"].device)  # type: ignore[union-attr]
+            return torch.isfinite(mos)
+        if mos is None:
+            if bool(labelled.any()):
+                raise ValueError(f"target batch has labelled items but no '{self.mos_key}' key.")
+            return labelled
+        if not bool(torch.isfinite(mos[labelled]).all()):
+            raise ValueError(f"target items flagged as labelled have a non-finite '{self.mos_key}': {mos[labelled]}.")
+        return labelled
+
+    def _iteration(self, engine: DomainAdaptationTrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
+        """
+        One training step (see the class docstring).
+
+        Args:
+            engine: this trainer.
+            batchdata: a batch of ``train_data_loader`` (dict with image (B, C, h, w) and mos (B,)).
+
+        Raises:
+            ValueError: When ``batchdata`` is None or a batch lacks a required key.
+            FloatingPointError: When the loss is not finite.
+        """
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        device = engine.state.device
+        source = engine.prepare_batch(batchdata, device, engine.non_blocking, **engine.to_kwargs)
+        x_s, mos_s = source["image"], source["mos"]
+        if mos_s is None:
+            raise ValueError(f"training batches need a '{self.mos_key}' key (MOS normalised to [0, 1]).")
+        target: Mapping[str, torch.Tensor | None] | None = None
+        grl_lambda = 0.0
+        if self.adversarial:
+            target = engine.prepare_batch(self._next_target_batch(), device, engine.non_blocking, **engine.to_kwargs)
+            grl_lambda = dann_lambda(self.progress(engine.state.iteration), self.grl_gamma, self.grl_max)
+            for grl in self._grls:
+                grl.set_lambda(grl_lambda)
+
+        engine.state.output = {Keys.IMAGE: x_s, Keys.LABEL: mos_s[:, None]}  # (B, 1) like pred
+
+        acc = engine.accumulation_steps
+        if acc > 1:
+            epoch_length = engine.state.epoch_length
+            local_iter = engine.state.iteration - 1
+            if epoch_length is not None:
+                local_iter %= epoch_length
+                should_step = (local_iter + 1) % acc == 0 or (local_iter + 1) == epoch_length
+            else:
+                should_step = (local_iter + 1) % acc == 0
+            should_zero_grad = local_iter % acc == 0
+        else:
+            should_zero_grad = should_step = True
+
+        engine.network.train()
+        if self.domain_classifier is not None:
+            self.domain_classifier.train()
+        if should_zero_grad:
+            engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+
+        use_amp = engine.amp and torch.device(device).type == "cuda"
+        autocast = torch.autocast("cuda", **engine.amp_kwargs) if use_amp else contextlib.nullcontext()
+        with autocast:
+            self._compute_pred_loss(engine, x_s, mos_s, target, grl_lambda)
+
+        loss = engine.state.output[Keys.LOSS]
+        if not bool(torch.isfinite(loss.detach()).all()):
+            out = engine.state.output
+            raise FloatingPointError(
+                f"non-finite training loss {float(loss.detach()):.6g} (loss_reg={float(out['loss_reg']):.6g}, "
+                f"loss_dom={float(out['loss_dom']):.6g}) at epoch {engine.state.epoch}, "
+                f"iteration {engine.state.iteration}."
+            )
+        scaled = loss / acc if acc > 1 else loss
+        if use_amp and engine.scaler is not None:
+            engine.scaler.scale(scaled).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            if should_step:
+                engine.scaler.step(engine.optimizer)
+                engine.scaler.update()
+        else:
+            scaled.backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            if should_step:
+                engine.optimizer.step()
+        engine.state.output[Keys.LOSS] = loss.detach()
+        if self._gamma is not None:  # the attention gate after this step
+            engine.state.output["gamma"] = self._gamma.detach().reshape(()).clone()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+    def _compute_pred_loss(
+        self,
+        engine: DomainAdaptationTrainer,
+        x_s: torch.Tensor,
+        mos_s: torch.Tensor,
+        target: Mapping[str, torch.Tensor | None] | None,
+        grl_lambda: float,
+    ) -> None:
+        output = engine.state.output
+        n_source = x_s.shape[0]
+        feats_s = feats_t = logits_t = None
+        if target is None:
+            logits_s = engine.inferer(x_s, engine.network, patch_level=True)
+        else:
+            x_t = target["image"]
+            assert x_t is not None
+            if x_s.shape[1:] == x_t.shape[1:]:
+                logits, feats = engine.inferer(
+                    torch.cat([x_s, x_t]), engine.network, patch_level=True, return_features=True
+                )
+                logits_s, logits_t = logits[:n_source], logits[n_source:]
+                feats_s, feats_t = feats[:n_source], feats[n_source:]
+            else:  # different crop sizes: one forward per domain
+                logits_s, feats_s = engine.inferer(x_s, engine.network, patch_level=True, return_features=True)
+                logits_t, feats_t = engine.inferer(x_t, engine.network, patch_level=True, return_features=True)
+        output[Keys.PRED] = torch.sigmoid(logits_s.detach().float()).mean(dim=1, keepdim=True)
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+
+        # regression: every patch gets its image's MOS
+        reg_logits = [logits_s.reshape(-1)]
+        reg_targets = [mos_s.to(logits_s.device)[:, None].expand(-1, logits_s.shape[1]).reshape(-1)]
+        if self.mode == "semi_supervised" and target is not None and logits_t is not None:
+            mask = self._labelled_mask(target)
+            if bool(mask.any()):
+                mos_t = target["mos"]
+                assert mos_t is not None
+                reg_logits.append(logits_t[mask].reshape(-1))
+                reg_targets.append(mos_t[mask][:, None].expand(-1, logits_t.shape[1]).reshape(-1))
+        loss_reg = self.regression_loss(torch.cat(reg_logits).float(), torch.cat(reg_targets).float()).mean()
+
+        if feats_s is not None and feats_t is not None and self.domain_classifier is not None:
+            features = torch.cat([feats_s.reshape(-1, feats_s.shape[-1]), feats_t.reshape(-1, feats_t.shape[-1])])
+            n_s = feats_s.shape[0] * feats_s.shape[1]
+            domain = torch.cat(
+                [
+                    torch.zeros(n_s, device=features.device),
+                    torch.ones(features.shape[0] - n_s, device=features.device),
+                ]
+            )
+            domain_logits = self.domain_classifier(features).reshape(-1).float()
+            loss_dom = self.domain_loss(domain_logits, domain)
+            domain_acc = ((domain_logits.detach() > 0).float() == domain).float().mean()
+            loss = loss_reg + self.domain_loss_weight * loss_dom
+        else:
+            loss_dom = torch.zeros((), device=loss_reg.device)
+            domain_acc = torch.full((), float("nan"), device=loss_reg.device)
+            loss = loss_reg
+
+        output[Keys.LOSS] = loss
+        output["loss_reg"] = loss_reg.detach()
+        output["loss_dom"] = loss_dom.detach()
+        output["grl_lambda"] = grl_lambda
+        output["domain_acc"] = domain_acc
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
