@@ -1,3 +1,7 @@
 """monai_iqad.engines."""
 
 from __future__ import annotations
+
+from .domain_adaptation import DomainAdaptationTrainer
+from .meta_auxiliary import MetaAuxiliaryTrainer
+from .multitask import MultiTaskTrainer, VanillaTrainer

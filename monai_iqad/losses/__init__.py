@@ -1,3 +1,6 @@
 """monai_iqad.losses."""
 
 from __future__ import annotations
+
+from .entropy import EntropyRegularizer
+from .focal import FocalLoss

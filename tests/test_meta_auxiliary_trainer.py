@@ -1,0 +1,278 @@
+"""MKCNet trainers: hyper-gradient against finite differences, stage isolation, schedules, baselines, NaN guard."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.engines.utils import IterationEvents
+from torch.func import functional_call
+from torch.utils.data import DataLoader
+
+from monai_iqad.engines import MetaAuxiliaryTrainer, MultiTaskTrainer, VanillaTrainer
+from monai_iqad.losses import EntropyRegularizer, FocalLoss
+from monai_iqad.networks import MetaLearner, MKCNet, VanillaNet
+
+W = 1 / 16
+ND, NQ, K = 2, 2, 2
+
+
+def _data(n: int, seed: int = 0, dtype=torch.float32) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        {"image": torch.randn(3, 32, 32, generator=g, dtype=dtype), "diagnosis": i % ND, "quality": (i // 2) % NQ}
+        for i in range(n)
+    ]
+
+
+def _nets(dtype=torch.float32):
+    return MKCNet(ND, NQ, K, width=W).to(dtype), MetaLearner(ND, NQ, K, width=W).to(dtype)
+
+
+def _params(module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+def _buffers(module) -> dict[str, torch.Tensor]:
+    return {n: b.detach().clone() for n, b in module.named_buffers()}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def _meta_objective(net, meta, x, d, q, lr, wd, lam, official):
+    """L_φ(θ̃(φ)) evaluated from scratch (forward passes and a first-order ∇_θ only), BN in batch-statistics mode."""
+    focal, entropy = FocalLoss(), EntropyRegularizer()
+    net, meta = net.train(), meta.train()
+    y = meta(x, d, q)
+    buffers = {n: b.clone() for n, b in net.named_buffers()}
+    params = dict(net.named_parameters())
+    out = functional_call(net, {**params, **buffers}, (x,))
+    ell = focal(out["diagnosis"], d) + focal(out["quality"], q) + focal(out["auxiliary"], y) / K
+    grads = torch.autograd.grad(ell, list(params.values()))
+    fast = {n: p - lr * (g + wd * p) for (n, p), g in zip(params.items(), grads)}
+    buffers = {n: b.clone() for n, b in net.named_buffers()}
+    out = functional_call(net, {**fast, **buffers}, (x,), {"official_meta_forward": official})
+    return (focal(out["diagnosis"], d) + focal(out["quality"], q) + lam * entropy(y)).item()
+
+
+def _run_two_stages(meta_gradient, lam, official, lr=0.05, wd=5e-4, fd_epsilon=0.01):
+    """One batch, 'epoch' schedule: iteration 1 = stage I, iteration 2 = stage II. Returns snapshot and φ-grads."""
+    torch.manual_seed(0)
+    net, meta = _nets(torch.float64)
+    data = _data(4, dtype=torch.float64)
+    trainer = MetaAuxiliaryTrainer(
+        "cpu",
+        1,
+        DataLoader(data, batch_size=4),
+        net,
+        torch.optim.SGD(net.parameters(), lr=lr, weight_decay=wd),
+        meta,
+        torch.optim.SGD(meta.parameters(), lr=0.0),
+        entropy_weight=lam,
+        meta_gradient=meta_gradient,
+        official_meta_forward=official,
+        fd_epsilon=fd_epsilon,
+        decollate=False,
+    )
+    snap = {}
+
+    @trainer.on(Events.ITERATION_COMPLETED(once=1))
+    def _after_stage_one(engine):
+        snap["net"], snap["meta"] = copy.deepcopy(net), copy.deepcopy(meta)
+
+    trainer.run()
+    grads = {n: p.grad.clone() for n, p in meta.named_parameters()}
+    batch = next(iter(DataLoader(data, batch_size=4)))
+    return snap, grads, (batch["image"], batch["diagnosis"].long(), batch["quality"].long())
+
+
+@pytest.mark.parametrize("lam, official", [(0.3, False), (0.0, False), (0.3, True)])
+def test_second_order_hypergradient_matches_finite_differences(lam, official):
+    lr, wd, h = 0.05, 5e-4, 1e-6
+    snap, grads, (x, d, q) = _run_two_stages("second_order", lam, official, lr, wd)
+    coords = [
+        ("head.2.weight", (0, 0)),
+        ("head.2.weight", (5, 3)),
+        ("head.2.bias", (2,)),
+        ("head.0.weight", (4, 7)),
+        ("encoder.features.block1.0.weight", (1, 0, 1, 1)),
+        ("encoder.features.block5.1.weight", (3,)),
+    ]
+    for name, idx in coords:
+        vals = []
+        for sign in (1.0, -1.0):
+            meta = copy.deepcopy(snap["meta"])
+            with torch.no_grad():
+                dict(meta.named_parameters())[name][idx] += sign * h
+            vals.append(_meta_objective(copy.deepcopy(snap["net"]), meta, x, d, q, lr, wd, lam, official))
+        fd = (vals[0] - vals[1]) / (2 * h)
+        analytic = grads[name][idx].item()
+        assert analytic == pytest.approx(fd, rel=1e-4, abs=1e-9), (name, idx, analytic, fd)
+    # the second-order path carries signal (λ = 0 leaves nothing else)
+    assert max(g.abs().max().item() for g in grads.values()) > 1e-8
+
+
+def _flat(grads: dict, names) -> torch.Tensor:
+    return torch.cat([grads[n].flatten() for n in names])
+
+
+def test_first_order_approximates_second_order():
+    # λ_R = 0: only the mixed second derivative is left. With a small θ-space step the finite difference converges
+    # to the exact hyper-gradient (the tiny piecewise-linear net has ReLU/max-pool kinks within the official 0.01).
+    _, exact, _ = _run_two_stages("second_order", 0.0, False)
+    _, fine, _ = _run_two_stages("first_order", 0.0, False, fd_epsilon=1e-5)
+    v2, v1 = _flat(exact, exact), _flat(fine, exact)
+    assert v2.norm() > 0
+    assert ((v1 - v2).norm() / v2.norm()).item() < 1e-4
+    # official step (0.01) with the entropy term: an approximation
+    _, exact, _ = _run_two_stages("second_order", 0.3, False)
+    _, approx, _ = _run_two_stages("first_order", 0.3, False)
+    v2, v1 = _flat(exact, exact), _flat(approx, exact)
+    assert ((v1 - v2).norm() / v2.norm()).item() < 0.1
+
+
+# ------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("schedule", ["epoch", "iteration"])
+@pytest.mark.parametrize("meta_gradient", ["second_order", "first_order"])
+def test_one_epoch_stage_isolation(schedule, meta_gradient):
+    net, meta = _nets()
+    loader = DataLoader(_data(3), batch_size=2)  # last batch has ONE sample
+    trainer = MetaAuxiliaryTrainer(
+        "cpu",
+        1,
+        loader,
+        net,
+        torch.optim.SGD(net.parameters(), lr=0.01, weight_decay=5e-4),
+        meta,
+        torch.optim.SGD(meta.parameters(), lr=0.01, weight_decay=5e-4),
+        schedule=schedule,
+        meta_gradient=meta_gradient,
+        decollate=False,
+    )
+    assert trainer.state.epoch_length == (4 if schedule == "epoch" else 2)
+    seen: dict = {"stages": [], "sizes": [], "events": {e: 0 for e in IterationEvents}}
+    for event in IterationEvents:
+        trainer.add_event_handler(event, lambda e, ev=event: seen["events"].__setitem__(ev, seen["events"][ev] + 1))
+
+    @trainer.on(Events.ITERATION_STARTED)
+    def _before(engine):
+        seen["theta"], seen["phi"], seen["size"] = _params(net), _params(meta), len(engine.state.batch["image"])
+        reference = copy.deepcopy(net).train()  # one module forward at θ is the only allowed BN update
+        with torch.no_grad():
+            reference(engine.state.batch["image"])
+        seen["expected_buffers"] = _buffers(reference)
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _after(engine):
+        out = engine.state.output
+        stage = out["stage"]
+        seen["stages"].append(stage)
+        seen["sizes"].append(seen["size"])
+        assert set(out) >= {
+            "loss",
+            "loss_d",
+            "loss_q",
+            "loss_aux",
+            "loss_meta",
+            "entropy",
+            "stage",
+            "pred",
+            "label",
+            "quality",
+        }
+        assert out["pred"].shape == (seen["size"], ND)
+        theta_same, phi_same = _same(seen["theta"], _params(net)), _same(seen["phi"], _params(meta))
+        if schedule == "iteration":
+            assert not theta_same and not phi_same
+            return
+        if stage == 1:
+            assert not theta_same and phi_same
+            assert out["loss_meta"] == 0.0
+        else:
+            assert theta_same and not phi_same
+            assert torch.isfinite(out["loss_meta"])
+        actual = _buffers(net)
+        for key, value in seen["expected_buffers"].items():
+            assert torch.allclose(actual[key], value, rtol=1e-5, atol=1e-7), key
+
+    trainer.run()
+    assert seen["sizes"] == ([2, 1, 2, 1] if schedule == "epoch" else [2, 1])
+    assert seen["stages"] == ([1, 1, 2, 2] if schedule == "epoch" else [2, 2])
+    per_stage = 4  # epoch: 4 iterations x 1 stage each; iteration: 2 iterations x 2 stages
+    assert seen["events"][IterationEvents.FORWARD_COMPLETED] == per_stage
+    assert seen["events"][IterationEvents.BACKWARD_COMPLETED] == per_stage
+    assert seen["events"][IterationEvents.MODEL_COMPLETED] == len(seen["stages"])
+    assert trainer.state.meta_learning_rate == 0.01
+
+
+def test_baseline_trainers_update_only_used_parameters():
+    loader = DataLoader(_data(3), batch_size=2)
+
+    net = MKCNet(ND, NQ, K, width=W)
+    before = _params(net)
+    trainer = MultiTaskTrainer("cpu", 1, loader, net, torch.optim.SGD(net.parameters(), lr=0.01, weight_decay=5e-4))
+    trainer.run()
+    out = trainer.state.output  # decollated: one dict per sample
+    assert isinstance(out, list) and {"loss", "loss_d", "loss_q", "pred", "label", "quality"} <= set(out[0])
+    after = _params(net)
+    for name in before:
+        changed = not torch.equal(before[name], after[name])
+        assert changed == (not name.startswith("auxiliary_head")), name
+
+    vanilla = VanillaNet(ND, width=W)
+    before = _params(vanilla)
+    VanillaTrainer("cpu", 1, loader, vanilla, torch.optim.SGD(vanilla.parameters(), lr=0.01, weight_decay=5e-4)).run()
+    assert all(not torch.equal(before[n], p) for n, p in _params(vanilla).items())
+
+    net = MKCNet(ND, NQ, K, width=W)
+    before = _params(net)
+    unused = ("auxiliary_head", "quality_head", "attention_quality")
+    VanillaTrainer("cpu", 1, loader, net, torch.optim.SGD(net.parameters(), lr=0.01, weight_decay=5e-4)).run()
+    after = _params(net)
+    for name in before:
+        assert torch.equal(before[name], after[name]) == name.startswith(unused), name
+
+
+def test_non_finite_loss_raises():
+    data = _data(2)
+    data[0]["image"][0, 0, 0] = float("nan")
+    net, meta = _nets()
+    trainer = MetaAuxiliaryTrainer(
+        "cpu",
+        1,
+        DataLoader(data, batch_size=2),
+        net,
+        torch.optim.SGD(net.parameters(), lr=0.01),
+        meta,
+        torch.optim.SGD(meta.parameters(), lr=0.01),
+    )
+    with pytest.raises(FloatingPointError, match="epoch 1, iteration 1"):
+        trainer.run()
+    trainer = MultiTaskTrainer("cpu", 1, DataLoader(data, batch_size=2), net, torch.optim.SGD(net.parameters(), 0.01))
+    with pytest.raises(FloatingPointError, match="epoch 1, iteration 1"):
+        trainer.run()
+
+
+def test_invalid_arguments():
+    net, meta = _nets()
+    loader = DataLoader(_data(2), batch_size=2)
+    args = (
+        "cpu",
+        1,
+        loader,
+        net,
+        torch.optim.SGD(net.parameters(), 0.01),
+        meta,
+        torch.optim.SGD(meta.parameters(), 0.01),
+    )
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        MetaAuxiliaryTrainer(*args, schedule="batch")
+    with pytest.raises(ValueError, match="meta_gradient must be one of"):
+        MetaAuxiliaryTrainer(*args, meta_gradient="zeroth_order")
+    with pytest.raises(ValueError, match="even epoch_length"):
+        MetaAuxiliaryTrainer(*args, epoch_length=3)
