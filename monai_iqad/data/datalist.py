@@ -1,0 +1,317 @@
+"""MONAI-style JSON datalists for IQA (MOS regression, two domains) and IQAD (diagnosis + quality) data.
+
+Format (see ``docs/data.md``)::
+
+    {"training": [{"image": "imgs/a.png", "mos": 5.1, "domain": "source"}, ...],
+     "validation": [...], "test": [...]}
+
+- IQA items: ``{"image", "mos", "domain", "frame"?, "slice"?}``; ``mos`` may be ``null``/missing for unlabelled
+  target images when ``require_mos`` allows it.
+- IQAD items: ``{"image", "diagnosis", "quality"}`` (integers; joint label ``quality * num_diagnosis + diagnosis``).
+
+Relative ``image`` paths are relative to the datalist's folder (or ``base_dir``). Every problem raises
+:class:`DatalistError` naming the datalist file, the section key, the item index and the image.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import tempfile
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = ["DatalistError", "load_datalist", "write_datalist", "split_items", "DOMAINS"]
+
+DOMAINS = ("source", "target")
+
+
+class DatalistError(ValueError):
+    """A datalist file or one of its items is invalid; the message names the file, key, item index and image."""
+
+
+def _where(path: str | os.PathLike, key: str, index: int | None = None, image: Any = None) -> str:
+    where = f"{os.fspath(path)} [{key!r}]"
+    if index is not None:
+        where += f" item {index}"
+    if image is not None:
+        where += f" (image {str(image)!r})"
+    return where
+
+
+def _as_int(value: Any) -> int | None:
+    """An integer label (int, numpy int, or an integral float such as 1.0); None when it is not one."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real) and math.isfinite(float(value)) and float(value).is_integer():
+        return int(value)
+    return None
+
+
+def _as_mos(value: Any) -> float | None:
+    """A MOS value as float (finite or NaN); None when it is not a number at all."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return None
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise DatalistError(f"{path}: datalist file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DatalistError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatalistError(f"{path}: cannot read the datalist ({e})") from e
+
+
+def load_datalist(
+    path: str | os.PathLike,
+    key: str = "training",
+    task: Literal["iqa", "iqad"] = "iqa",
+    base_dir: str | os.PathLike | None = None,
+    check_files: bool = True,
+    require_mos: bool | Literal["source"] = True,
+    num_diagnosis: int | None = None,
+    num_quality: int | None = None,
+    domain: str | None = None,
+) -> list[dict]:
+    """Load and validate one section of a MONAI-style datalist.
+
+    Args:
+        path: the JSON datalist.
+        key: the section to load (``"training"``, ``"validation"``, ``"test"``...).
+        task: ``"iqa"`` (``image``/``mos``/``domain``) or ``"iqad"`` (``image``/``diagnosis``/``quality``).
+        base_dir: folder that relative ``image`` paths are relative to; default: the datalist's folder.
+        check_files: check that every image exists on disk.
+        require_mos: IQA only. ``True``: every item needs a finite MOS. ``False``: a missing/``null`` MOS marks an
+            unlabelled image. ``"source"``: required for ``source`` items, optional for ``target`` items.
+            Unlabelled items get ``mos = nan`` and ``labelled = 0``; labelled items ``labelled = 1``.
+        num_diagnosis: IQAD only; when given, ``diagnosis`` must lie in ``[0, num_diagnosis)``.
+        num_quality: IQAD only; when given, ``quality`` must lie in ``[0, num_quality)``.
+        domain: keep only the items of this domain (``"source"`` or ``"target"``; items without ``domain`` count as
+            ``"source"``).
+
+    Returns:
+        A list of new item dicts with absolute ``image`` paths (other keys are kept).
+
+    Raises:
+        DatalistError: (a ``ValueError``) missing/invalid file, missing or empty section, item without ``image``,
+            image not found, MOS missing / not a number / NaN where required, unknown domain, diagnosis/quality not an
+            integer or out of range, or no item left after the ``domain`` filter. The message names the datalist file,
+            the key, the item index and the image.
+    """
+    path = Path(path)
+    if task not in ("iqa", "iqad"):
+        raise ValueError(f"task must be 'iqa' or 'iqad', got {task!r}")
+    if require_mos not in (True, False, "source"):
+        raise ValueError(f"require_mos must be True, False or 'source', got {require_mos!r}")
+    if domain is not None and domain not in DOMAINS:
+        raise ValueError(f"domain must be one of {DOMAINS} or None, got {domain!r}")
+    data = _read_json(path)
+    if not isinstance(data, Mapping):
+        raise DatalistError(f"{path}: a datalist must be a JSON object with sections such as 'training'")
+    if key not in data:
+        sections = sorted(k for k, v in data.items() if isinstance(v, list))
+        raise DatalistError(f"{_where(path, key)}: key not found in the datalist (sections: {sections})")
+    items = data[key]
+    if not isinstance(items, list):
+        raise DatalistError(f"{_where(path, key)}: must be a list of items, got {type(items).__name__}")
+    if not items:
+        raise DatalistError(f"{_where(path, key)}: the datalist section is empty")
+    base = Path(base_dir) if base_dir is not None else path.parent
+    out = []
+    for index, raw in enumerate(items):
+        item = {"image": raw} if isinstance(raw, str) else raw
+        if not isinstance(item, Mapping):
+            raise DatalistError(f"{_where(path, key, index)}: an item must be an object, got {type(raw).__name__}")
+        item = dict(item)
+        image = item.get("image")
+        if not isinstance(image, str) or not image.strip():
+            raise DatalistError(f"{_where(path, key, index)}: 'image' is missing or not a path string ({image!r})")
+        where = _where(path, key, index, image)
+        resolved = Path(os.path.expanduser(image))
+        if not resolved.is_absolute():
+            resolved = base / resolved
+        resolved = Path(os.path.normpath(resolved))
+        if check_files and not resolved.is_file():
+            raise DatalistError(f"{where}: image file not found: {resolved}")
+        item["image"] = str(resolved)
+        for opt in ("frame", "slice"):
+            if opt in item and item[opt] is not None:
+                value = _as_int(item[opt])
+                if value is None or value < 0:
+                    raise DatalistError(f"{where}: {opt!r} must be a non-negative integer, got {item[opt]!r}")
+                item[opt] = value
+        if task == "iqa":
+            _validate_iqa(item, where, require_mos)
+        else:
+            _validate_iqad(item, where, num_diagnosis, num_quality)
+        out.append(item)
+    if domain is not None:
+        out = [it for it in out if it.get("domain", "source") == domain]
+        if not out:
+            raise DatalistError(f"{_where(path, key)}: no item of domain {domain!r} (empty domain after filtering)")
+    return out
+
+
+def _validate_iqa(item: dict, where: str, require_mos: bool | str) -> None:
+    dom = item.get("domain", "source")
+    if dom not in DOMAINS:
+        raise DatalistError(f"{where}: domain must be one of {DOMAINS}, got {dom!r}")
+    item["domain"] = dom
+    required = require_mos is True or (require_mos == "source" and dom == "source")
+    raw = item.get("mos")
+    if raw is None:
+        if required:
+            raise DatalistError(f"{where}: 'mos' is missing (required for {dom} items here)")
+        item["mos"], item["labelled"] = float("nan"), 0
+        return
+    mos = _as_mos(raw)
+    if mos is None:
+        raise DatalistError(f"{where}: 'mos' is not a number ({raw!r})")
+    if not math.isfinite(mos):
+        if required or not math.isnan(mos):
+            raise DatalistError(f"{where}: 'mos' must be a finite number, got {raw!r}")
+        item["mos"], item["labelled"] = float("nan"), 0
+        return
+    item["mos"], item["labelled"] = mos, 1
+
+
+def _validate_iqad(item: dict, where: str, num_diagnosis: int | None, num_quality: int | None) -> None:
+    for name, count in (("diagnosis", num_diagnosis), ("quality", num_quality)):
+        if name not in item or item[name] is None:
+            raise DatalistError(f"{where}: {name!r} label is missing")
+        value = _as_int(item[name])
+        if value is None:
+            raise DatalistError(f"{where}: {name!r} must be an integer class index, got {item[name]!r}")
+        if value < 0 or (count is not None and value >= count):
+            bound = f"[0, {count - 1}]" if count is not None else ">= 0"
+            raise DatalistError(f"{where}: {name!r} label {value} out of range {bound}")
+        item[name] = value
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars → Python; NaN → None (JSON has no NaN); Paths → str."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def write_datalist(
+    path: str | os.PathLike, sections: Mapping[str, Any], base_dir: str | os.PathLike | None = None
+) -> Path:
+    """Write a datalist JSON with ``image`` paths relative to the datalist's folder (atomic: temp file + rename).
+
+    Args:
+        path: output JSON file (parent folders are created).
+        sections: ``{"training": [items], "validation": [...], ...}``. Lists of dicts are items; other values (e.g.
+            ``"name"``, ``"description"``) are written as they are.
+        base_dir: folder that relative ``image`` paths in ``sections`` are relative to (default: the current working
+            directory).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = Path(base_dir).absolute() if base_dir is not None else Path.cwd()
+    out: dict[str, Any] = {}
+    for name, value in sections.items():
+        if isinstance(value, list) and all(isinstance(v, Mapping) for v in value):
+            items = []
+            for item in value:
+                item = dict(item)
+                if isinstance(item.get("image"), (str, os.PathLike)):
+                    image = Path(os.fspath(item["image"]))
+                    image = image if image.is_absolute() else base / image
+                    try:
+                        item["image"] = Path(os.path.relpath(os.path.normpath(image), path.parent)).as_posix()
+                    except ValueError:  # another drive on Windows
+                        item["image"] = str(image)
+                items.append(_jsonable(item))
+            out[str(name)] = items
+        else:
+            out[str(name)] = _jsonable(value)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(out, f, indent=2, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def split_items(
+    items: Sequence[Any],
+    fractions: Sequence[float],
+    seed: int = 0,
+    group: str | Callable[[Any], Hashable] | None = None,
+) -> list[list[Any]]:
+    """Split ``items`` deterministically into ``len(fractions)`` parts, optionally keeping groups together.
+
+    Groups (e.g. the reference image of TID2013 distortions, or the pristine image of MD72 versions) are shuffled
+    with ``numpy.random.default_rng(seed)`` and dealt out by largest-remainder rounding of ``fractions`` applied to the
+    number of groups, so no group (content) appears in two parts. Item order inside a part follows the input order.
+
+    Args:
+        items: the items to split.
+        fractions: non-negative fractions, normalised to sum to 1 (e.g. ``(0.8, 0.2)``).
+        seed: random seed.
+        group: dict key or callable giving each item's group; default: every item is its own group.
+
+    Returns:
+        One list per fraction.
+
+    Raises:
+        ValueError: negative fractions or all zero.
+    """
+    fr = np.asarray(fractions, dtype=float)
+    if fr.ndim != 1 or fr.size == 0 or (fr < 0).any() or fr.sum() <= 0:
+        raise ValueError(f"fractions must be non-negative with a positive sum, got {list(fractions)}")
+    fr = fr / fr.sum()
+    if group is None:
+        keys: list[Hashable] = list(range(len(items)))
+    elif callable(group):
+        keys = [group(it) for it in items]
+    else:
+        keys = [it[group] for it in items]
+    unique = sorted(set(keys), key=lambda k: (str(type(k)), str(k)))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    exact = fr * len(unique)
+    counts = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - counts), kind="stable")[: len(unique) - counts.sum()]:
+        counts[i] += 1
+    part_of: dict[Hashable, int] = {}
+    start = 0
+    for part, count in enumerate(counts):
+        for j in order[start : start + count]:
+            part_of[unique[j]] = part
+        start += count
+    parts: list[list[Any]] = [[] for _ in fr]
+    for item, k in zip(items, keys):
+        parts[part_of[k]].append(item)
+    return parts
