@@ -21,6 +21,8 @@ INSTALL_REQUIRES = [
     "scikit-learn>=1.3",  # macro one-vs-one ROC AUC and F1 (MONAI's ROCAUC is one-vs-rest only)
     "scikit-image>=0.22",  # real natural/fundus images for the demo data, NLM denoising for distortions
     "matplotlib>=3.7",  # TensorBoard figures: scatter with logistic fit, ROC curves, confusion matrices
+    "fire>=0.4",  # the `python -m monai.bundle` command line
+    "tqdm>=4.60",  # console progress bars (Ignite's ProgressBar)
 ]
 
 EXTRAS = {

@@ -26,7 +26,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["DatalistError", "load_datalist", "write_datalist", "split_items", "DOMAINS"]
+__all__ = [
+    "DatalistError",
+    "load_datalist",
+    "write_datalist",
+    "split_items",
+    "datalist_mos_range",
+    "list_images",
+    "DOMAINS",
+]
 
 DOMAINS = ("source", "target")
 
@@ -155,12 +163,15 @@ def load_datalist(
                     raise DatalistError(f"{where}: {opt!r} must be a non-negative integer, got {item[opt]!r}")
                 item[opt] = value
         if task == "iqa":
-            _validate_iqa(item, where, require_mos)
+            # items of another domain are not loaded, so their labels are not required (the domain must be valid)
+            skip = domain is not None and item.get("domain", "source") != domain
+            _validate_iqa(item, where, False if skip else require_mos)
+            if skip:
+                continue
         else:
             _validate_iqad(item, where, num_diagnosis, num_quality)
         out.append(item)
     if domain is not None:
-        out = [it for it in out if it.get("domain", "source") == domain]
         if not out:
             raise DatalistError(f"{_where(path, key)}: no item of domain {domain!r} (empty domain after filtering)")
     return out
@@ -315,3 +326,55 @@ def split_items(
     for item, k in zip(items, keys):
         parts[part_of[k]].append(item)
     return parts
+
+
+def datalist_mos_range(
+    path: str | os.PathLike, domain: str, default: Sequence[float] | None = None
+) -> tuple[float, float]:
+    """The raw MOS scale of ``domain`` recorded in a datalist's top-level ``"mos_range"`` entry.
+
+    Datalists written by the converters and the demo record each domain's scale, e.g.
+    ``{"mos_range": {"source": [0, 9], "target": [1, 5]}}``; bundles use it to map MOS to ``[0, 1]``.
+
+    Args:
+        path: datalist JSON.
+        domain: ``"source"`` or ``"target"``.
+        default: used when the datalist records no range for ``domain``.
+
+    Raises:
+        DatalistError: when neither the datalist nor ``default`` gives a valid ``(low, high)`` with ``low < high``.
+    """
+    data = _read_json(Path(path))
+    recorded = data.get("mos_range", {}) if isinstance(data, dict) else {}
+    value = recorded.get(domain, default) if isinstance(recorded, dict) else default
+    try:
+        low, high = (float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError) as exc:
+        raise DatalistError(
+            f"{path}: no usable 'mos_range' for domain '{domain}' ({value!r}); add "
+            f'"mos_range": {{"{domain}": [low, high]}} to the datalist or set the bundle\'s mos_range.'
+        ) from exc
+    if not low < high:
+        raise DatalistError(f"{path}: 'mos_range' of domain '{domain}' must have low < high, got {value!r}.")
+    return low, high
+
+
+def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[dict[str, str]]:
+    """``[{"image": path}, ...]`` for every readable image file (PNG/JPEG/BMP/TIFF, DICOM, NIfTI) under ``folder``.
+
+    Used by the inference configs to score a folder without a datalist. Files are sorted for determinism.
+
+    Raises:
+        DatalistError: when ``folder`` does not exist or holds no image.
+    """
+    from .image_io import DICOM_SUFFIXES, NIFTI_SUFFIXES, PIL_SUFFIXES
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise DatalistError(f"{root}: input folder does not exist.")
+    suffixes = PIL_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES
+    files = sorted(p for p in (root.rglob("*") if recursive else root.iterdir()) if p.is_file())
+    items = [{"image": str(p)} for p in files if p.name.lower().endswith(suffixes)]
+    if not items:
+        raise DatalistError(f"{root}: no image files ({', '.join(suffixes)}) found.")
+    return items

@@ -3,5 +3,7 @@
 from __future__ import annotations
 
 from .domain_adaptation import DomainAdaptationTrainer
+from .evaluator import MultiOutputEvaluator
 from .meta_auxiliary import MetaAuxiliaryTrainer
 from .multitask import MultiTaskTrainer, VanillaTrainer
+from .utils import finite_metric_cmp

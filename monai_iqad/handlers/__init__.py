@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .best_model_saver import BestModelSaver
-from .checkpoint_saver import ResumeCheckpointLoader, TrainingCheckpointSaver, find_checkpoint
+from .checkpoint_loader import ResumeCheckpointLoader, TrainedModelLoader, find_checkpoint, require_model
+from .checkpoint_saver import TrainingCheckpointSaver
 from .classification_figures import ClassificationFiguresHandler
 from .collector import EpochOutputCollector
 from .csv_writer import PredictionCSVWriter

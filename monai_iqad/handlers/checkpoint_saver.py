@@ -10,12 +10,11 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
-from monai.handlers import CheckpointLoader
 
 from monai_iqad.utils.dist import is_rank0
 from monai_iqad.utils.io import atomic_torch_save
 
-__all__ = ["TrainingCheckpointSaver", "ResumeCheckpointLoader", "find_checkpoint"]
+__all__ = ["TrainingCheckpointSaver"]
 
 
 class TrainingCheckpointSaver:
@@ -84,47 +83,3 @@ class TrainingCheckpointSaver:
             return
         atomic_torch_save(self.state(), self.path)
         self.logger.info(f"Saved training checkpoint (epoch {engine.state.epoch}) to {self.path}")
-
-
-class ResumeCheckpointLoader(CheckpointLoader):
-    """``monai.handlers.CheckpointLoader`` that also restores the engine it is attached to (epoch and iteration).
-
-    Put it in a bundle's ``train#handlers`` guarded by ``"_disabled_": "$not @resume"``; the trainer is added to
-    ``load_dict`` under ``trainer_key`` at attach time (the trainer cannot be referenced from its own handler list).
-    MONAI's loader keeps the configured ``max_epochs``, so a resumed run stops at the same final epoch as an
-    uninterrupted one.
-
-    Args:
-        load_path: checkpoint written by :class:`TrainingCheckpointSaver`.
-        load_dict: objects to restore, keyed as in the checkpoint.
-        trainer_key: key of the trainer state in the checkpoint.
-        kwargs: other ``CheckpointLoader`` arguments (``map_location``, ``strict``…).
-    """
-
-    def __init__(self, load_path: str, load_dict: Mapping[str, Any], trainer_key: str = "trainer", **kwargs: Any):
-        super().__init__(load_path=load_path, load_dict=dict(load_dict), **kwargs)
-        self.trainer_key = trainer_key
-
-    def attach(self, engine: Engine) -> None:
-        self.load_dict.setdefault(self.trainer_key, engine)
-        super().attach(engine)
-
-
-def find_checkpoint(save_dir: str | os.PathLike, filename: str = "checkpoint.pt", required: bool = True) -> str:
-    """Return the path of the resume checkpoint in ``save_dir``.
-
-    Args:
-        save_dir: folder written by :class:`TrainingCheckpointSaver`.
-        filename: checkpoint file name.
-        required: raise when missing (for ``resume``) instead of returning the (absent) path.
-
-    Raises:
-        FileNotFoundError: when ``required`` and the checkpoint does not exist, with the path in the message.
-    """
-    path = Path(save_dir) / filename
-    if required and not path.is_file():
-        raise FileNotFoundError(
-            f"Cannot resume: no training checkpoint at {path}. Train without 'resume' first, "
-            "or point 'ckpt_dir' to the folder of an interrupted run."
-        )
-    return str(path)
