@@ -276,3 +276,40 @@ def test_invalid_arguments():
         MetaAuxiliaryTrainer(*args, meta_gradient="zeroth_order")
     with pytest.raises(ValueError, match="even epoch_length"):
         MetaAuxiliaryTrainer(*args, epoch_length=3)
+
+
+@pytest.mark.parametrize("meta_gradient", ["second_order", "first_order"])
+def test_iteration_schedule_shares_one_meta_forward(meta_gradient):
+    """One meta-learner forward per iteration; θ and φ equal those of separate per-stage forwards (the old way)."""
+
+    class _SeparateForwards(MetaAuxiliaryTrainer):
+        def _task_step(self, engine, x, d, q, y_w=None):
+            return super()._task_step(engine, x, d, q)
+
+        def _meta_step(self, engine, x, d, q, y_w=None):
+            return super()._meta_step(engine, x, d, q)
+
+    results = []
+    for cls in (MetaAuxiliaryTrainer, _SeparateForwards):
+        torch.manual_seed(0)
+        net, meta = _nets()
+        calls: list[int] = []
+        meta.register_forward_hook(lambda *args, calls=calls: calls.append(1))
+        trainer = cls(
+            "cpu",
+            1,
+            DataLoader(_data(6), batch_size=3),
+            net,
+            torch.optim.SGD(net.parameters(), lr=0.01, weight_decay=5e-4),
+            meta,
+            torch.optim.SGD(meta.parameters(), lr=0.01, weight_decay=5e-4),
+            schedule="iteration",
+            meta_gradient=meta_gradient,
+            decollate=False,
+        )
+        trainer.run()
+        results.append((_params(net), _params(meta), _buffers(net), len(calls)))
+    (theta, phi, buffers, n_calls), (theta_ref, phi_ref, buffers_ref, n_calls_ref) = results
+    assert n_calls == 2  # 2 iterations, one forward each
+    assert n_calls_ref == 6  # the reference ignores the shared forward and runs one more per stage
+    assert _same(theta, theta_ref) and _same(phi, phi_ref) and _same(buffers, buffers_ref)

@@ -304,3 +304,18 @@ def test_vgg_torchvision_state_dict_mapping(tmp_path):
     torch.save(fake, path)
     with pytest.raises(ValueError, match="missing keys"):
         VGGEncoder(pretrained_path=path)
+
+
+def test_inference_wrapper_loads_the_bare_network_state_dict():
+    """``models/model.pt`` holds MKCNet's own state dict; the export wrapper must load it (and its own)."""
+    torch.manual_seed(0)
+    net = MKCNet(3, 2, 4, in_channels=1, width=1 / 16).eval()
+    wrapper = MKCNetInference(MKCNet(3, 2, 4, in_channels=1, width=1 / 16)).eval()
+    wrapper.load_state_dict(net.state_dict())
+    x = torch.rand(2, 1, 64, 64)
+    out = net(x)
+    expected = torch.cat([torch.softmax(out["diagnosis"], 1), torch.softmax(out["quality"], 1)], 1)
+    torch.testing.assert_close(wrapper(x), expected)
+    again = MKCNetInference(MKCNet(3, 2, 4, in_channels=1, width=1 / 16)).eval()
+    again.load_state_dict(wrapper.state_dict())
+    torch.testing.assert_close(again(x), expected)

@@ -22,6 +22,7 @@ from monai_iqad.transforms import (
     HUWindowd,
     InvertMonochrome1d,
     LoadImage2Dd,
+    LocalContrastNormalize,
     NormalizeMOSd,
     ScaleByBitDepth,
     iqad_preprocessing,
@@ -216,7 +217,8 @@ def test_pipelines_from_bundle_config():
 
 def test_saqm_train_patches_carry_normalised_mos(tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(tmp_path / "i.png")
-    samples = saqm_preprocessing(train=True)({"image": str(tmp_path / "i.png"), "mos": 6.3, "domain": "source"})
+    raw = saqm_preprocessing(train=True, local_contrast=False)
+    samples = raw({"image": str(tmp_path / "i.png"), "mos": 6.3, "domain": "source"})
     assert isinstance(samples, list) and len(samples) == 32
     for s in samples:
         assert tuple(s["image"].shape) == (3, 32, 32) and float(s["mos"]) == pytest.approx(0.7)
@@ -231,3 +233,16 @@ def test_saqm_too_small_image_names_file(tmp_path):
         saqm_preprocessing(train=True)({"image": str(tmp_path / "thumb.png"), "mos": 3.0})
     cause = str(_root_cause(err.value))
     assert "thumb.png" in cause and "smaller than the minimum (32, 32)" in cause
+
+
+def test_local_contrast_normalisation_hand_computed():
+    img = torch.tensor([[[0.0, 0.0, 0.0], [0.0, 0.9, 0.0], [0.0, 0.0, 0.0]]])
+    out = LocalContrastNormalize(kernel_size=3, eps=0.1)(img)
+    # centre window = the whole image: mean 0.1, E[x^2] = 0.09, std = sqrt(0.09 - 0.01)
+    assert float(out[0, 1, 1]) == pytest.approx((0.9 - 0.1) / (0.08**0.5 + 0.1), rel=1e-5)
+    flat = LocalContrastNormalize()(torch.full((2, 12, 12), 0.4))
+    assert float(flat.abs().max()) < 1e-5  # no contrast, no signal
+    lcn = saqm_preprocessing(train=False)  # LCN is the SAQM default: content luminance/contrast removed
+    assert any(type(t).__name__ == "LocalContrastNormalized" for t in lcn.transforms)
+    with pytest.raises(ValueError, match="odd"):
+        LocalContrastNormalize(kernel_size=4)

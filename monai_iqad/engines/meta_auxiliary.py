@@ -152,9 +152,11 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
 
     Schedules: ``"epoch"`` (default, official) runs, in each Ignite epoch, stage I over the whole loader and then
     stage II over it again: ``epoch_length`` defaults to ``2 * len(train_data_loader)`` (Ignite re-creates the data
-    iterator when it is exhausted mid-epoch, so a shuffling loader gives a new order for stage II) and iteration
+    iterator when it is exhausted mid-epoch, so a shuffling loader gives a new order for stage II; bundles must use a
+    ``CacheDataset`` so that this second pass does not decode the images again) and iteration
     ``i`` of an epoch is stage I iff ``(i - 1) mod epoch_length < epoch_length // 2``. ``"iteration"`` runs stage I
-    and then stage II on the same batch in every iteration (one data load). LR schedulers (official: ``StepLR`` per
+    and then stage II on the same batch in every iteration (one data load, and one meta-learner forward shared by
+    both stages: φ is the same in both, stage I uses ``y_ω`` detached). LR schedulers (official: ``StepLR`` per
     epoch for both optimizers) are ordinary handlers.
 
     Options: ``official_meta_forward=True`` reproduces the official functional-forward quirks in the ``θ̃`` forward
@@ -347,13 +349,31 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
             p.grad.div_(world)
 
     # ------------------------------------------------------------------------------------------------------------
-    def _task_step(self, engine: MetaAuxiliaryTrainer, x: torch.Tensor, d: torch.Tensor, q: torch.Tensor) -> dict:
-        """Stage I: update θ with ``L_D + L_Q + L_Ω / k``; φ is only evaluated (no graph)."""
-        network, meta_learner = engine.network, engine.meta_learner
+    def _task_step(
+        self,
+        engine: MetaAuxiliaryTrainer,
+        x: torch.Tensor,
+        d: torch.Tensor,
+        q: torch.Tensor,
+        y_w: torch.Tensor | None = None,
+    ) -> dict:
+        """
+        Stage I: update θ with ``L_D + L_Q + L_Ω / k``; φ is only evaluated (no graph).
+
+        Args:
+            y_w: this batch's ``y_ω`` when the caller already computed it at the current φ (the ``"iteration"``
+                schedule shares one meta-learner forward between its two stages); it is used detached. None
+                computes it here under ``torch.no_grad()``.
+        """
+        network = engine.network
         network.train()
-        meta_learner.train()
-        with torch.no_grad():
-            y_w = meta_learner(x, d, q)
+        if y_w is None:
+            meta_learner = engine.meta_learner
+            meta_learner.train()
+            with torch.no_grad():
+                y_w = meta_learner(x, d, q)
+        else:
+            y_w = y_w.detach()
         output: dict[str, Any] = {"stage": 1, "label": d, "quality": q}
         engine.state.output = output
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
@@ -388,8 +408,21 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
             engine.optimizer.step()
         return output
 
-    def _meta_step(self, engine: MetaAuxiliaryTrainer, x: torch.Tensor, d: torch.Tensor, q: torch.Tensor) -> dict:
-        """Stage II: update φ through the pseudo-updated task net; θ and the real BN buffers are not changed."""
+    def _meta_step(
+        self,
+        engine: MetaAuxiliaryTrainer,
+        x: torch.Tensor,
+        d: torch.Tensor,
+        q: torch.Tensor,
+        y_w: torch.Tensor | None = None,
+    ) -> dict:
+        """
+        Stage II: update φ through the pseudo-updated task net; θ and the real BN buffers are not changed.
+
+        Args:
+            y_w: this batch's ``y_ω`` at the current φ, **with** its graph (shared by the ``"iteration"`` schedule);
+                None computes it here.
+        """
         network, meta_learner = unwrap_module(engine.network), unwrap_module(engine.meta_learner)
         network.train()
         meta_learner.train()
@@ -397,7 +430,8 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
         engine.state.output = output
         engine.meta_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
 
-        y_w = meta_learner(x, d, q)
+        if y_w is None:
+            y_w = meta_learner(x, d, q)
         entropy = self.entropy_regularizer(y_w)
         logits = network(x)  # module forward at θ: BN running statistics are updated here (official behaviour)
         output["pred"] = logits["diagnosis"].detach()
@@ -522,10 +556,17 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
         engine.state.learning_rate = engine.optimizer.param_groups[0]["lr"]
         engine.state.meta_learning_rate = engine.meta_optimizer.param_groups[0]["lr"]
         if self.schedule == "iteration":
+            # φ does not change between the two stages of an iteration, so one meta-learner forward (with the graph
+            # that stage II needs) gives y_ω to both; stage I uses it detached. Same values as a separate no-grad
+            # forward; only the meta learner's BN running statistics (never used: it always runs in train mode)
+            # are updated once per iteration instead of twice.
+            meta_learner = unwrap_module(engine.meta_learner)
+            meta_learner.train()
+            y_w = meta_learner(x, d, q)
             engine.state.stage = 1
-            self._task_step(engine, x, d, q)
+            self._task_step(engine, x, d, q, y_w=y_w)
             engine.state.stage = 2
-            output = self._meta_step(engine, x, d, q)
+            output = self._meta_step(engine, x, d, q, y_w=y_w)
         else:
             engine.state.stage = self.current_stage()
             step = self._task_step if engine.state.stage == 1 else self._meta_step

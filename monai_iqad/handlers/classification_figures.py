@@ -52,7 +52,7 @@ class ClassificationFiguresHandler(EpochOutputCollector):
         self.tag_prefix = tag_prefix
 
     def select(self, output: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any] | None:
-        pred = output[self.pred_key].float().reshape(-1)
+        pred = torch.as_tensor(output[self.pred_key]).float().reshape(-1)
         prob = torch.softmax(pred, 0) if self.apply_softmax else pred
         item = {"prob": prob, "label": int(torch.as_tensor(output[self.label_key]).reshape(-1)[0])}
         if self.quality_key is not None and self.quality_key in output:

@@ -12,7 +12,12 @@ from torch.utils.tensorboard import SummaryWriter
 
 from monai_iqad.utils.dist import is_dist, is_rank0
 
-__all__ = ["EpochOutputCollector"]
+__all__ = ["EpochOutputCollector", "as_scalar"]
+
+
+def as_scalar(value: Any) -> float:
+    """Mean of a tensor, array or number as a float (decollated outputs turn 0-d tensors into Python numbers)."""
+    return float(torch.as_tensor(value).detach().float().mean())
 
 
 def _to_cpu(v: Any) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from ignite.engine import Engine
 
-from .collector import EpochOutputCollector
+from .collector import EpochOutputCollector, as_scalar
 
 __all__ = ["IQAScatterHandler"]
 
@@ -29,8 +29,7 @@ class IQAScatterHandler(EpochOutputCollector):
         self.pred_key, self.label_key, self.tag = pred_key, label_key, tag
 
     def select(self, output: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any] | None:
-        pred = float(output[self.pred_key].float().mean())
-        return {"pred": pred, "mos": float(output[self.label_key].float().mean())}
+        return {"pred": as_scalar(output[self.pred_key]), "mos": as_scalar(output[self.label_key])}
 
     def finalize(self, engine: Engine, items: Sequence[dict[str, Any]]) -> None:
         from matplotlib.figure import Figure

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine
 
-from .collector import EpochOutputCollector
+from .collector import EpochOutputCollector, as_scalar
 
 __all__ = ["WorstImagesHandler"]
 
@@ -61,8 +61,8 @@ class WorstImagesHandler(EpochOutputCollector):
         self._heap, self._count = [], 0
 
     def select(self, output: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any] | None:
-        pred = float(output[self.pred_key].float().mean())
-        mos = float(output[self.label_key].float().mean())
+        pred = as_scalar(output[self.pred_key])
+        mos = as_scalar(output[self.label_key])
         err = abs(pred - mos)
         self._count += 1
         if len(self._heap) >= self.k and err <= self._heap[0][0]:

@@ -26,6 +26,8 @@ from .intensity import (
     EnsureClassLabeld,
     InvertMonochrome1,
     InvertMonochrome1d,
+    LocalContrastNormalize,
+    LocalContrastNormalized,
     NormalizeMOS,
     NormalizeMOSd,
     RequireMinSize,

@@ -31,6 +31,7 @@ from monai_iqad.transforms.intensity import (
     EnsureChannelsd,
     EnsureClassLabeld,
     InvertMonochrome1d,
+    LocalContrastNormalized,
     NormalizeMOSd,
     RequireMinSized,
     ScaleByBitDepth,
@@ -326,7 +327,9 @@ def iqad_preprocessing(
         Resized(k, spatial_size=size, mode="bilinear", anti_aliasing=True),
         NormalizeIntensityd(k, subtrahend=list(info.mean), divisor=list(info.std), channel_wise=True),
         EnsureClassLabeld(
-            list(label_keys), num_classes=[info.num_diagnosis, info.num_quality], image_key=k,
+            list(label_keys),
+            num_classes=[info.num_diagnosis, info.num_quality],
+            image_key=k,
             allow_missing_keys=not train,
         ),
         EnsureTyped(k, dtype=torch.float32),
@@ -343,6 +346,9 @@ def saqm_preprocessing(
     source_to_gray: bool = False,
     image_key: str = "image",
     mos_key: str = "mos",
+    local_contrast: bool = True,
+    lcn_kernel_size: int = 7,
+    lcn_eps: float = 0.05,
 ) -> Compose:
     """Preprocessing for SAQM (patch-based IQA): load → channels → bit-depth scaling → patches → MOS to [0, 1].
 
@@ -364,6 +370,10 @@ def saqm_preprocessing(
         source_to_gray: colour → luminance before replicating (removes colour as a domain cue).
         image_key: key of the image path.
         mos_key: key of the MOS.
+        local_contrast: local contrast normalisation of the whole image before patching (Kang et al. 2014; see
+            :class:`LocalContrastNormalized`); the paper leaves the input normalisation open.
+        lcn_kernel_size: LCN window side.
+        lcn_eps: LCN stabiliser.
 
     Returns:
         A ``Compose``.
@@ -381,6 +391,8 @@ def saqm_preprocessing(
         RequireMinSized(k, min_size=p),
         NormalizeMOSd(mos_key, mos_range=mos_range, image_key=k, allow_missing_keys=True),
     ]
+    if local_contrast:
+        xs.append(LocalContrastNormalized(k, kernel_size=lcn_kernel_size, eps=lcn_eps))
     if train:
         xs.append(RandSpatialCropSamplesd(k, roi_size=(p, p), num_samples=int(num_patches), random_size=False))
     xs.append(EnsureTyped(k, dtype=torch.float32))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -162,6 +163,9 @@ class MKCNetInference(nn.Module):
             ``(B, num_diagnosis + num_quality)``.
         softmax: apply a softmax to each head. Defaults to True.
 
+    ``load_state_dict`` accepts both this wrapper's state dict and the bare network's (the ``models/model.pt`` that
+    training writes), so bundles and MONAI Label load trained weights into the wrapper directly.
+
     Raises:
         ValueError: When ``outputs`` is empty.
     """
@@ -175,6 +179,15 @@ class MKCNetInference(nn.Module):
         self.net = net
         self.outputs = [str(o) for o in outputs]
         self.softmax = softmax
+        self._register_load_state_dict_pre_hook(self._accept_unwrapped_state_dict)
+
+    @staticmethod
+    def _accept_unwrapped_state_dict(state_dict: dict, prefix: str, *args: Any) -> None:
+        """Let ``load_state_dict`` take the wrapped network's own state dict (``models/model.pt`` as saved by
+        training) as well as the wrapper's: keys without the ``net.`` prefix get it."""
+        inner = prefix + "net."
+        for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(inner)]:
+            state_dict[inner + key[len(prefix) :]] = state_dict.pop(key)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """
