@@ -13,5 +13,6 @@ from .iqa_scatter import IQAScatterHandler
 from .learning_rate import LearningRateLogger
 from .nan_guard import NaNLossGuard
 from .progress import ConsoleProgressBar
+from .rank_filter import LOGGING_HANDLERS, for_this_rank
 from .scalars import output_scalars
 from .worst_images import WorstImagesHandler
