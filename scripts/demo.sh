@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Quickstart, command 1: set up a CPU environment and run the main job on the embedded demo data:
+# SAQM trained with semi-supervised domain adaptation (natural images -> real ultrasound frames), evaluated on the
+# held-out ultrasound test split (PLCC / SROCC / KRCC printed), TensorBoard logs written.
+#   VENV      virtual environment to create or reuse (default .venv)
+#   DEMO_DIR  where the bundle copy, demo data, model and logs go (default outputs/quickstart)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+DEMO_DIR="${DEMO_DIR:-outputs/quickstart}"
+START=$(date +%s)
+bash scripts/setup_env.sh "$VENV" demo
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+rm -rf "$DEMO_DIR" && mkdir -p "$DEMO_DIR"
+cp -r bundles/ultrasound_saqm_iqa "$DEMO_DIR/"
+cd "$DEMO_DIR/ultrasound_saqm_iqa"
+CONFIGS="'configs/train.json','configs/semi_supervised_da.json','configs/demo.json'"
+echo "== training SAQM (semi-supervised domain adaptation, CPU demo settings) =="
+python -m monai.bundle run --config_file "[$CONFIGS]"
+echo "== evaluating the best model on the ultrasound test split =="
+python -m monai.bundle run --config_file "[$CONFIGS,'configs/evaluate.json']"
+python - <<'PY'
+import csv
+rows = {r[0]: float(r[1]) for r in csv.reader(open("eval/metrics.csv")) if len(r) >= 2}
+print("\nSAQM on the demo ultrasound test split (image-level scores vs MOS):")
+for key in ("plcc", "plcc_logistic", "srocc", "krcc"):
+    if key in rows:
+        print(f"  {key.upper():14s} {rows[key]: .4f}")
+PY
+echo
+echo "per-image scores : $DEMO_DIR/ultrasound_saqm_iqa/eval/predictions.csv"
+echo "TensorBoard      : tensorboard --logdir $DEMO_DIR/ultrasound_saqm_iqa/eval"
+echo "total time       : $(( $(date +%s) - START )) s"
