@@ -106,8 +106,14 @@ def test_md72_with_header_groups_and_labelled_fraction(tmp_path):
             _touch(tmp_path / name)
             rows.append(f" {name} , {2 + v * 0.5 + g / 10} , liver{g} , 0.3 ")
     (tmp_path / "mos.csv").write_text("\n".join(rows) + "\n")
-    out = convert_md72(tmp_path / "mos.csv", tmp_path / "md72.json", labelled_fraction=0.25, test_fraction=0.25,
-                       val_fraction=0.0, seed=0)
+    out = convert_md72(
+        tmp_path / "mos.csv",
+        tmp_path / "md72.json",
+        labelled_fraction=0.25,
+        test_fraction=0.25,
+        val_fraction=0.0,
+        seed=0,
+    )
     train = load_datalist(out, require_mos=False)
     test = load_datalist(out, key="test")
     assert len(train) == 27 and len(test) == 9
@@ -177,8 +183,10 @@ def test_deepdrid_csv_per_eye_columns(tmp_path):
     base = tmp_path / "regular_fundus_images"
     for split in ("training", "validation"):
         folder = base / f"regular-fundus-{split}"
-        lines = ["patient_id,image_id,image_path,left_eye_DR_Level,right_eye_DR_Level,patient_DR_Level,"
-                 "Overall quality,Clarity,Field definition,Artifact"]
+        lines = [
+            "patient_id,image_id,image_path,left_eye_DR_Level,right_eye_DR_Level,patient_DR_Level,"
+            "Overall quality,Clarity,Field definition,Artifact"
+        ]
         for pid in (1, 2):
             for eye, grades in (("l", (0, "")), ("r", ("", 4))):
                 for k in (1, 2):
@@ -218,10 +226,15 @@ def test_drac_train_only_gets_holdout_or_user_test_file(tmp_path):
         convert_drac(tmp_path, tmp_path / "drac3.json", holdout_fraction=0.0)
 
 
-@pytest.mark.parametrize(("fn", "folder"), [
-    (convert_iqad_ct, "IQAD-CT"), (convert_iqad_ct, "IQAD_CT"), (convert_iqad_cxr, "IQAD-CXR"),
-    (convert_iqad_cxr, "IQAD_CXR"),
-])
+@pytest.mark.parametrize(
+    ("fn", "folder"),
+    [
+        (convert_iqad_ct, "IQAD-CT"),
+        (convert_iqad_ct, "IQAD_CT"),
+        (convert_iqad_cxr, "IQAD-CXR"),
+        (convert_iqad_cxr, "IQAD_CXR"),
+    ],
+)
 def test_iqad_hyphen_and_underscore_folders(tmp_path, fn, folder):
     _split_dataset(tmp_path, folder, {"train": [(1, 0), (0, 1)], "val": [(0, 0)], "test": [(1, 1)]}, header=False)
     out = fn(tmp_path, tmp_path / "dl.json")
@@ -243,9 +256,19 @@ def test_cli_main_and_module_entry_point(tmp_path, capsys):
     assert "dataset root folder not found" in capsys.readouterr().err
     _split_dataset(tmp_path / "mk", "IQAD-CXR", {"train": [(1, 2)], "val": [(0, 0)], "test": [(1, 1)]})
     result = subprocess.run(
-        [sys.executable, "-m", "monai_iqad.data.converters", "iqad_cxr", "--root", str(tmp_path / "mk"),
-         "--out", str(tmp_path / "cxr.json")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "monai_iqad.data.converters",
+            "iqad_cxr",
+            "--root",
+            str(tmp_path / "mk"),
+            "--out",
+            str(tmp_path / "cxr.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert _labels(tmp_path / "cxr.json", "training") == [(1, 2)]

@@ -199,18 +199,28 @@ def test_iqad_preprocessing_dicom_inputs_and_label_errors(tiny_images):
     with pytest.raises(RuntimeError) as err:
         iqad_preprocessing("eyeq", train=True)({"image": str(tiny_images / "rgb.png")})
     assert "diagnosis" in str(_root_cause(err.value))
-    batch = next(iter(DataLoader(Dataset(
-        [{"image": str(tiny_images / "rgb.png"), "diagnosis": 2, "quality": 1}] * 2, iqad_preprocessing("deepdr")
-    ), batch_size=2)))
+    batch = next(
+        iter(
+            DataLoader(
+                Dataset(
+                    [{"image": str(tiny_images / "rgb.png"), "diagnosis": 2, "quality": 1}] * 2,
+                    iqad_preprocessing("deepdr"),
+                ),
+                batch_size=2,
+            )
+        )
+    )
     assert batch["image"].shape == (2, 3, 256, 256) and batch["diagnosis"].tolist() == [2, 2]
 
 
 def test_pipelines_from_bundle_config():
-    parser = ConfigParser({
-        "imports": ["$import monai_iqad"],
-        "expr": "$monai_iqad.transforms.iqad_preprocessing('eyeq', train=True)",
-        "target": {"_target_": "monai_iqad.transforms.saqm_preprocessing", "train": False, "mos_range": [0, 9]},
-    })
+    parser = ConfigParser(
+        {
+            "imports": ["$import monai_iqad"],
+            "expr": "$monai_iqad.transforms.iqad_preprocessing('eyeq', train=True)",
+            "target": {"_target_": "monai_iqad.transforms.saqm_preprocessing", "train": False, "mos_range": [0, 9]},
+        }
+    )
     assert type(parser.get_parsed_content("expr")).__name__ == "Compose"
     assert type(parser.get_parsed_content("target")).__name__ == "Compose"
 

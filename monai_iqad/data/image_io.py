@@ -48,8 +48,17 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 # Pillow modes that are converted on read, and to what.
 _PIL_TO_GRAY = {"1": "L", "LA": "L", "La": "L"}
-_PIL_TO_RGB = {"P": "RGB", "PA": "RGB", "RGBA": "RGB", "RGBa": "RGB", "RGBX": "RGB", "CMYK": "RGB", "YCbCr": "RGB",
-               "LAB": "RGB", "HSV": "RGB"}
+_PIL_TO_RGB = {
+    "P": "RGB",
+    "PA": "RGB",
+    "RGBA": "RGB",
+    "RGBa": "RGB",
+    "RGBX": "RGB",
+    "CMYK": "RGB",
+    "YCbCr": "RGB",
+    "LAB": "RGB",
+    "HSV": "RGB",
+}
 _PIL_16BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 _YBR_CONVERTIBLE = ("YBR_FULL", "YBR_FULL_422")

@@ -37,27 +37,39 @@ def _md72(args: argparse.Namespace) -> Path:
         csv_path = found[0]
     image_root = args.image_root or (str(root) if args.csv and root.is_dir() else None)
     return convert_md72(
-        csv_path, args.out, image_root=image_root, labelled_fraction=args.labelled_fraction,
+        csv_path,
+        args.out,
+        image_root=image_root,
+        labelled_fraction=args.labelled_fraction,
         val_fraction=args.val_fraction if args.val_fraction is not None else 0.0,
-        test_fraction=args.test_fraction if args.test_fraction is not None else 0.3, seed=args.seed,
+        test_fraction=args.test_fraction if args.test_fraction is not None else 0.3,
+        seed=args.seed,
         check_files=not args.no_check,
     )
 
 
 def _tid2013(args: argparse.Namespace) -> Path:
     return convert_tid2013(
-        args.root, args.out, distortions=args.distortions or None, levels=args.levels or None,
+        args.root,
+        args.out,
+        distortions=args.distortions or None,
+        levels=args.levels or None,
         val_fraction=args.val_fraction if args.val_fraction is not None else 0.2,
-        test_fraction=args.test_fraction if args.test_fraction is not None else 0.0, seed=args.seed,
+        test_fraction=args.test_fraction if args.test_fraction is not None else 0.0,
+        seed=args.seed,
         check_files=not args.no_check,
     )
 
 
 def _mkcnet(fn, default_val: float, holdout: bool = False):
     def run(args: argparse.Namespace) -> Path:
-        kwargs = dict(split_dir=args.split_dir, image_root=args.image_root, seed=args.seed,
-                      check_files=not args.no_check,
-                      val_fraction=args.val_fraction if args.val_fraction is not None else default_val)
+        kwargs = dict(
+            split_dir=args.split_dir,
+            image_root=args.image_root,
+            seed=args.seed,
+            check_files=not args.no_check,
+            val_fraction=args.val_fraction if args.val_fraction is not None else default_val,
+        )
         if fn is convert_drac:
             kwargs["test_file"] = args.test_file
         if holdout and args.test_fraction is not None:

@@ -110,13 +110,15 @@ def read_deepdr_csv(csv_path: str | os.PathLike) -> list[dict]:
         quality = _level(row[col["quality"]])
         if quality not in (0, 1):
             raise ConversionError(f"{csv_path}:{lineno}: 'Overall quality' must be 0 or 1, got {row[col['quality']]!r}")
-        out.append({
-            "image_id": image_id,
-            "image_path": row[col["image_path"]] if col["image_path"] is not None else "",
-            "patient": row[col["patient"]] if col["patient"] is not None else image_id.split("_")[0],
-            "diagnosis": remap_dr_grade(grade),
-            "quality": quality,
-        })
+        out.append(
+            {
+                "image_id": image_id,
+                "image_path": row[col["image_path"]] if col["image_path"] is not None else "",
+                "patient": row[col["patient"]] if col["patient"] is not None else image_id.split("_")[0],
+                "diagnosis": remap_dr_grade(grade),
+                "quality": quality,
+            }
+        )
     return out
 
 
@@ -135,8 +137,9 @@ def _items_from_csv(csv_path: Path, image_root: Path | None, check_files: bool) 
                 missing.append(row["image_id"])
                 continue
             found = csv_path.parent / "Images" / row["patient"] / f"{row['image_id']}.jpg"
-        items.append({"image": str(found), "diagnosis": row["diagnosis"], "quality": row["quality"],
-                      "patient": row["patient"]})
+        items.append(
+            {"image": str(found), "diagnosis": row["diagnosis"], "quality": row["quality"], "patient": row["patient"]}
+        )
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise ConversionError(f"{csv_path}: {len(missing)} image(s) not found: {', '.join(missing[:5])}{more}")
@@ -177,8 +180,15 @@ def convert_deepdr(
     ds_dir = find_dataset_dir(root, info)
     if split_dir is not None or has_split_files(ds_dir):
         return convert_mkcnet_splits(
-            info, root, out_path, split_dir=split_dir, image_root=image_root, val_fraction=val_fraction,
-            holdout_fraction=holdout_fraction, seed=seed, check_files=check_files,
+            info,
+            root,
+            out_path,
+            split_dir=split_dir,
+            image_root=image_root,
+            val_fraction=val_fraction,
+            holdout_fraction=holdout_fraction,
+            seed=seed,
+            check_files=check_files,
         )
     csvs = {section: find_file(root, names) for section, names in DEEPDR_CSV_NAMES.items()}
     csvs.update({k: Path(v) for k, v in (csv_files or {}).items()})

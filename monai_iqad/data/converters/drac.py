@@ -54,6 +54,14 @@ def convert_drac(
         ConversionError: missing ``train.txt`` or image, malformed row, label out of range, no test split at all.
     """
     return convert_mkcnet_splits(
-        "drac", root, out_path, split_dir=split_dir, image_root=image_root, test_file=test_file,
-        val_fraction=val_fraction, holdout_fraction=holdout_fraction, seed=seed, check_files=check_files,
+        "drac",
+        root,
+        out_path,
+        split_dir=split_dir,
+        image_root=image_root,
+        test_file=test_file,
+        val_fraction=val_fraction,
+        holdout_fraction=holdout_fraction,
+        seed=seed,
+        check_files=check_files,
     )

@@ -141,7 +141,13 @@ def convert_eyeq(
     ds_dir = find_dataset_dir(root, info)
     if split_dir is not None or has_split_files(ds_dir):
         return convert_mkcnet_splits(
-            info, root, out_path, split_dir=split_dir, image_root=image_root, val_fraction=val_fraction, seed=seed,
+            info,
+            root,
+            out_path,
+            split_dir=split_dir,
+            image_root=image_root,
+            val_fraction=val_fraction,
+            seed=seed,
             check_files=check_files,
         )
     train_csv = find_file(root, "Label_EyeQ_train.csv")

@@ -47,6 +47,12 @@ def convert_iqad_ct(
         ConversionError: missing split file or image, malformed row, label out of range.
     """
     return convert_mkcnet_splits(
-        "iqad_ct", root, out_path, split_dir=split_dir, image_root=image_root, val_fraction=val_fraction, seed=seed,
+        "iqad_ct",
+        root,
+        out_path,
+        split_dir=split_dir,
+        image_root=image_root,
+        val_fraction=val_fraction,
+        seed=seed,
         check_files=check_files,
     )

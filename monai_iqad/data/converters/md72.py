@@ -133,8 +133,9 @@ def convert_md72(
         raise ConversionError(f"{csv_path}: {len(missing)} image(s) not found: {', '.join(missing[:5])}{more}")
     grouped = any("group" in it for it in items)
     group = (lambda it: it.get("group", it["image"])) if grouped else None
-    train, val, test = split_items(items, (1 - val_fraction - test_fraction, val_fraction, test_fraction),
-                                   seed=seed, group=group)
+    train, val, test = split_items(
+        items, (1 - val_fraction - test_fraction, val_fraction, test_fraction), seed=seed, group=group
+    )
     if labelled_fraction is not None and train:
         n_labelled = round(labelled_fraction * len(train))
         n_labelled = max(n_labelled, 1) if labelled_fraction > 0 else 0

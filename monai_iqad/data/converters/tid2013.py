@@ -28,13 +28,30 @@ __all__ = ["convert_tid2013", "read_tid2013_mos", "TID2013_DISTORTIONS"]
 _NAME = re.compile(r"^i(\d+)_(\d+)_(\d+)\.bmp$", re.IGNORECASE)
 
 TID2013_DISTORTIONS = {
-    1: "additive Gaussian noise", 2: "additive noise in colour components", 3: "spatially correlated noise",
-    4: "masked noise", 5: "high-frequency noise", 6: "impulse noise", 7: "quantization noise", 8: "Gaussian blur",
-    9: "image denoising", 10: "JPEG compression", 11: "JPEG2000 compression", 12: "JPEG transmission errors",
-    13: "JPEG2000 transmission errors", 14: "non-eccentricity pattern noise", 15: "local block-wise distortions",
-    16: "mean shift (intensity shift)", 17: "contrast change", 18: "change of colour saturation",
-    19: "multiplicative Gaussian noise", 20: "comfort noise", 21: "lossy compression of noisy images",
-    22: "image colour quantization with dither", 23: "chromatic aberrations", 24: "sparse sampling and reconstruction",
+    1: "additive Gaussian noise",
+    2: "additive noise in colour components",
+    3: "spatially correlated noise",
+    4: "masked noise",
+    5: "high-frequency noise",
+    6: "impulse noise",
+    7: "quantization noise",
+    8: "Gaussian blur",
+    9: "image denoising",
+    10: "JPEG compression",
+    11: "JPEG2000 compression",
+    12: "JPEG transmission errors",
+    13: "JPEG2000 transmission errors",
+    14: "non-eccentricity pattern noise",
+    15: "local block-wise distortions",
+    16: "mean shift (intensity shift)",
+    17: "contrast change",
+    18: "change of colour saturation",
+    19: "multiplicative Gaussian noise",
+    20: "comfort noise",
+    21: "lossy compression of noisy images",
+    22: "image colour quantization with dither",
+    23: "chromatic aberrations",
+    24: "sparse sampling and reconstruction",
 }
 
 
@@ -107,7 +124,8 @@ def convert_tid2013(
     mos_file = find_child(root, "mos_with_names.txt", kind="file") or root / "mos_with_names.txt"
     rows = read_tid2013_mos(mos_file)
     keep = [
-        r for r in rows
+        r
+        for r in rows
         if (distortions is None or r["distortion"] in set(distortions))
         and (levels is None or r["level"] in set(levels))
         and (references is None or r["reference"] in set(references))
@@ -128,18 +146,25 @@ def convert_tid2013(
                 missing.append(r["name"])
                 continue
             path = img_dir / r["name"]
-        items.append({
-            "image": str(path), "mos": r["mos"], "domain": "source",
-            "reference": f"I{r['reference']:02d}", "distortion": r["distortion"], "level": r["level"],
-        })
+        items.append(
+            {
+                "image": str(path),
+                "mos": r["mos"],
+                "domain": "source",
+                "reference": f"I{r['reference']:02d}",
+                "distortion": r["distortion"],
+                "level": r["level"],
+            }
+        )
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise ConversionError(
             f"{img_dir}: {len(missing)} image(s) listed in {mos_file.name} not found (case-insensitive): "
             f"{', '.join(missing[:5])}{more}"
         )
-    train, val, test = split_items(items, (1 - val_fraction - test_fraction, val_fraction, test_fraction),
-                                   seed=seed, group="reference")
+    train, val, test = split_items(
+        items, (1 - val_fraction - test_fraction, val_fraction, test_fraction), seed=seed, group="reference"
+    )
     sections = {k: v for k, v in (("training", train), ("validation", val), ("test", test)) if v}
     out = Path(out_path) if out_path is not None else root / "datalist_tid2013.json"
     return write_datalist(out, {"name": "TID2013", "mos_range": [0, 9], **sections})
