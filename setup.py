@@ -29,7 +29,8 @@ EXTRAS = {
     # real medical DICOM images (chest CR, CT, ultrasound) used to build the demo data sets
     "demo": ["pydicom-data>=1.0"],
     "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
-    "test": ["pytest>=7", "ruff==0.17.6"  # pinned: lint and format results must not change under CI, "jsonschema>=4", "pydicom-data>=1.0"],
+    # ruff is pinned: lint and format results must not change under CI
+    "test": ["pytest>=7", "ruff==0.17.6", "jsonschema>=4", "pydicom-data>=1.0"],
 }
 EXTRAS["all"] = sorted({r for v in EXTRAS.values() for r in v})
 

@@ -1,0 +1,323 @@
+"""Pure helpers of monai_iqad.label (no monailabel needed): id checks, datastore labels → datalist, JSON replies,
+app options, local bundle discovery/loading and the CLI command. Runs in the default and the MONAI Label venvs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from monai_iqad.label import (
+    BundleError,
+    ImageNotFoundError,
+    InvalidImageIdError,
+    LabelAppSettings,
+    LabelError,
+    MissingWeightsError,
+    WeightsMismatchError,
+    build_datalist,
+    default_mos_range,
+    diagnosis_result,
+    discover_bundles,
+    extract_labels,
+    load_inference_model,
+    mkcnet_class_names,
+    quality_result,
+    resolve_image,
+    triage_result,
+    validate_image_id,
+    validate_label_tag,
+)
+from monai_iqad.label.safety import (
+    InvalidParameterError,
+    check_index_param,
+    check_threshold,
+    is_upload_path,
+    remove_upload,
+    sweep_uploads,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLES = REPO / "bundles"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ids and uploads
+@pytest.mark.parametrize("good", ["img001", "US1_UNCR", "a.b", "scan 01", "é-1"])
+def test_validate_image_id_accepts_plain_ids(good):
+    assert validate_image_id(good) == good
+
+
+@pytest.mark.parametrize(
+    "bad", ["", " ", "..", ".", "../x", "a/b", "a\\b", "/etc/passwd", "C:evil", "~root", "x\x00y", "x\ny", 3, None,
+            "a" * 300],
+)
+def test_validate_image_id_refuses_paths_and_junk(bad):
+    with pytest.raises(InvalidImageIdError):
+        validate_image_id(bad)
+
+
+def test_validate_label_tag_message():
+    assert validate_label_tag("final") == "final"
+    with pytest.raises(InvalidImageIdError, match="label tag"):
+        validate_label_tag("../final")
+
+
+def test_resolve_image_ids_uploads_and_server_paths(tmp_path):
+    studies, uploads = tmp_path / "studies", tmp_path / "uploads"
+    studies.mkdir()
+    uploads.mkdir()
+    (studies / "cam.png").write_bytes(b"x")
+    lookup = {"cam": str(studies / "cam.png")}.get
+
+    assert resolve_image("cam", lookup, uploads) == (str(studies / "cam.png"), False)
+    with pytest.raises(ImageNotFoundError):
+        resolve_image("nope", lookup, uploads)
+    for bad in ("../studies/cam", str(studies / "cam.png"), "/etc/hostname", "file:///etc/hostname"):
+        with pytest.raises(InvalidImageIdError):
+            resolve_image(bad, lookup, uploads)
+
+    upload = uploads / "tmpab12.png"
+    upload.write_bytes(b"x")
+    assert resolve_image(str(upload), lookup, uploads) == (str(upload), True)
+    # only tmp* regular files directly in the upload folder count as uploads
+    other = uploads / "notmp.png"
+    other.write_bytes(b"x")
+    link = uploads / "tmplink.png"
+    link.symlink_to(studies / "cam.png")
+    for bad in (other, link):
+        assert not is_upload_path(str(bad), uploads)
+        with pytest.raises(InvalidImageIdError):
+            resolve_image(str(bad), lookup, uploads)
+    with pytest.raises(InvalidImageIdError):
+        resolve_image(str(upload), lookup, None)  # no upload folder: no absolute path at all
+
+    assert remove_upload(str(upload), uploads) and not upload.exists()
+    assert not remove_upload(str(studies / "cam.png"), uploads) and (studies / "cam.png").exists()
+
+
+def test_sweep_uploads_removes_only_stale_tmp_files(tmp_path):
+    old, new, keep = tmp_path / "tmpold.png", tmp_path / "tmpnew.png", tmp_path / "keep.png"
+    for f in (old, new, keep):
+        f.write_bytes(b"x")
+    os.utime(old, (1, 1))
+    os.utime(keep, (1, 1))
+    assert sweep_uploads(tmp_path, max_age_s=60) == 1
+    assert not old.exists() and new.exists() and keep.exists()
+
+
+def test_parameter_checks():
+    assert check_index_param({"frame": 2}, "frame") == 2
+    assert check_index_param({"frame": "3"}, "frame") == 3
+    assert check_index_param({}, "frame") is None
+    for bad in (-1, 1.5, "x", True, [1]):
+        with pytest.raises(InvalidParameterError, match="frame"):
+            check_index_param({"frame": bad}, "frame")
+    assert check_threshold("0.25") == 0.25
+    for bad in (-0.1, 1.5, "x", None, True):
+        with pytest.raises(InvalidParameterError):
+            check_threshold(bad)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# datastore labels → datalist
+def _records(tmp_path, infos, label_jsons=None):
+    out = []
+    for i, info in enumerate(infos):
+        path = tmp_path / f"img{i}.png"
+        path.write_bytes(b"x")
+        out.append({"id": f"img{i}", "image": str(path), "info": info,
+                    "label_json": (label_jsons or {}).get(i)})
+    return out
+
+
+def test_build_datalist_saqm(tmp_path):
+    infos = [{"mos": 1.5}, {"mos": 4}, {"mos": "2.5"}, {}, {"other": {"mos": 9}}, {"mos": 3, "frame": 1}]
+    records = _records(tmp_path, infos, label_jsons={3: {"mos": 2.0}})
+    dl = build_datalist(records, "us", "saqm", val_split=0.2, seed=0)
+    items = dl["training"] + dl["validation"]
+    assert sorted(it["id"] for it in items) == ["img0", "img1", "img2", "img3", "img5"]
+    assert len(dl["validation"]) == 2  # correlations need two validation images
+    assert all(it["domain"] == "target" for it in items)
+    assert {it["id"]: it["mos"] for it in items}["img3"] == 2.0  # from the label JSON
+    assert [it for it in items if it["id"] == "img5"][0]["frame"] == 1
+    assert dl["mos_range"] == {"source": [1.0, 4.0], "target": [1.0, 4.0]}
+    assert dl["unlabelled"] == 1
+    # deterministic
+    assert build_datalist(records, "us", "saqm", seed=0)["validation"] == dl["validation"]
+    # explicit range: values must fit it
+    assert build_datalist(records, "us", "saqm", mos_range=[0, 5])["mos_range"]["target"] == [0.0, 5.0]
+    with pytest.raises(LabelError, match="outside mos_range"):
+        build_datalist(records, "us", "saqm", mos_range=[0, 2])
+
+
+def test_build_datalist_saqm_errors(tmp_path):
+    with pytest.raises(LabelError, match="at least 3 labelled images"):
+        build_datalist(_records(tmp_path, [{"mos": 1}, {"mos": 2}, {}]), "us", "saqm")
+    bad = _records(tmp_path, [{"mos": 1}, {"mos": 2}, {"mos": 3}, {"mos": "high"}, {"mos": float("nan")}])
+    with pytest.raises(LabelError, match="img3.*img4|'mos'"):
+        build_datalist(bad, "us", "saqm")
+    dl = build_datalist(bad, "us", "saqm", skip_invalid=True)
+    assert set(dl["skipped"]) == {"img3", "img4"}
+
+
+def test_default_mos_range():
+    assert default_mos_range([0.2, 0.9]) == (0.0, 1.0)
+    assert default_mos_range([1.2, 4.6]) == (1.0, 5.0)
+    assert default_mos_range([3.0, 3.0]) == (3.0, 4.0)
+
+
+def test_build_datalist_mkcnet_names_indices_and_nesting(tmp_path):
+    names = dict(num_diagnosis=3, num_quality=3, diagnosis_names=["no DR", "NPDR", "PDR"],
+                 quality_names=["reject", "usable", "good"])
+    infos = [
+        {"diagnosis": "npdr", "quality": "Good"},
+        {"diagnosis": 2, "quality": 0.0},
+        {"diagnosis": 0, "quality": 1, "eyeq": {"diagnosis": 1}},  # nested entry wins
+        {"mos": 3},  # no MKCNet labels
+    ]
+    dl = build_datalist(_records(tmp_path, infos), "eyeq", "mkcnet", val_split=0.3, **names)
+    items = {it["id"]: it for it in dl["training"] + dl["validation"]}
+    assert set(items) == {"img0", "img1", "img2"}
+    assert (items["img0"]["diagnosis"], items["img0"]["quality"]) == (1, 2)
+    assert (items["img1"]["diagnosis"], items["img1"]["quality"]) == (2, 0)
+    assert items["img2"]["diagnosis"] == 1
+    assert "mos_range" not in dl and len(dl["validation"]) >= 1
+    for bad, match in (({"diagnosis": 3, "quality": 0}, "out of range"), ({"diagnosis": "DME", "quality": 0}, "DME"),
+                       ({"diagnosis": 1}, "both")):
+        with pytest.raises(ValueError, match=match):
+            extract_labels({"info": bad}, "eyeq", "mkcnet", **names)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# JSON replies
+def test_quality_result():
+    grid = torch.tensor([[0.2, 0.4], [0.6, 0.8]])
+    out = quality_result(grid.mean(), "us", grid, patch_size=32)["quality"]
+    assert out == {"score": 0.5, "model": "us", "patch_scores": [[0.2, 0.4], [0.6, 0.8]], "patch_grid": [2, 2],
+                   "patch_size": 32}
+    json.dumps(out)
+    assert "patch_scores" not in quality_result(0.3, "us")["quality"]
+    for bad in (1.5, float("nan")):
+        with pytest.raises(ValueError):
+            quality_result(bad, "us")
+
+
+def test_diagnosis_result_and_names():
+    probs = torch.tensor([0.1, 0.7, 0.2, 0.6, 0.4])
+    out = diagnosis_result(probs, 3, ["a", "b", "c"], ["bad", "good"], "m")
+    assert out["diagnosis"] == {"label": "b", "index": 1, "probabilities": {"a": 0.1, "b": 0.7, "c": 0.2}}
+    assert out["quality"] == {"grade": "bad", "index": 0, "probabilities": {"bad": 0.6, "good": 0.4}}
+    assert out["model"] == "m"
+    assert sum(out["diagnosis"]["probabilities"].values()) == pytest.approx(1.0)
+    # missing and duplicate names stay distinct keys
+    out = diagnosis_result(probs, 3, ["a", "a"], None, "m")
+    assert list(out["diagnosis"]["probabilities"]) == ["a (0)", "a (1)", "diagnosis 2"]
+    assert list(out["quality"]["probabilities"]) == ["quality 0", "quality 1"]
+    with pytest.raises(ValueError):
+        diagnosis_result(probs, 5, None, None, "m")
+
+
+@pytest.mark.parametrize("score,threshold,gated", [(0.3, 0.5, True), (0.5, 0.5, False), (0.7, 0.5, False),
+                                                   (0.0, 0.0, False), (0.99, 1.0, True)])
+def test_triage_result_gate(score, threshold, gated):
+    q = quality_result(score, "us")
+    d = diagnosis_result([0.2, 0.8, 0.5, 0.5], 2, ["n", "p"], ["lo", "hi"], "mk")
+    out = triage_result(q, d, threshold)
+    assert out["gated_by_quality"] is gated and out["diagnosis"]["gated_by_quality"] is gated
+    assert out["quality_score"] == score and out["quality_threshold"] == threshold
+    assert out["diagnosis"]["label"] == "p" and out["diagnosis"]["quality_grade"]["grade"] == "lo"
+    assert out["diagnosis"]["model"] == "mk" and out["quality"]["model"] == "us"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# app options, bundles, CLI
+def test_settings_from_conf(tmp_path):
+    s = LabelAppSettings.from_conf({}, app_dir=tmp_path)
+    assert s.quality_threshold == 0.5 and s.triage and s.patch_scores and not s.skip_trainers
+    assert s.work_dir == tmp_path / "work" and "*.dcm" in s.extensions and s.models == []
+    s = LabelAppSettings.from_conf({"models": "a, b", "quality_threshold": "0.7", "overlays": "demo.json",
+                                    "bundles_dir": str(tmp_path), "skip_trainers": "TRUE"})
+    assert s.models == ["a", "b"] and s.quality_threshold == 0.7 and s.overlays == ["demo.json"]
+    assert s.bundles_dir == tmp_path and s.skip_trainers
+    for bad in ({"quality_threshold": "2"}, {"overlays": "../x.json"}, {"triage": "maybe"}):
+        with pytest.raises(InvalidParameterError):
+            LabelAppSettings.from_conf(bad)
+
+
+def _copy_bundle(name: str, dst: Path) -> Path:
+    src = BUNDLES / name
+    if not (src / "configs" / "train.json").is_file():
+        pytest.skip(f"bundle {name} not in this checkout")
+    out = dst / name
+    shutil.copytree(src / "configs", out / "configs")
+    return out
+
+
+def test_discover_bundles_kinds_and_names(tmp_path):
+    _copy_bundle("ultrasound_saqm_iqa", tmp_path)
+    _copy_bundle("fundus_eyeq_mkcnet_iqad", tmp_path)
+    (tmp_path / "not_a_bundle").mkdir()
+    found = discover_bundles(tmp_path)
+    assert {n: s.kind for n, s in found.items()} == {"fundus_eyeq_mkcnet_iqad": "mkcnet",
+                                                     "ultrasound_saqm_iqa": "saqm"}
+    assert list(discover_bundles(tmp_path, ["ultrasound_saqm_iqa"])) == ["ultrasound_saqm_iqa"]
+    with pytest.raises(BundleError, match="nope"):
+        discover_bundles(tmp_path, ["nope"])
+    with pytest.raises(BundleError):
+        discover_bundles(tmp_path / "missing")
+    spec = found["fundus_eyeq_mkcnet_iqad"]
+    nd, nq, d_names, q_names = mkcnet_class_names(spec)
+    assert (nd, nq, d_names) == (3, 3, ["no DR", "NPDR", "PDR"]) and len(q_names) == 3
+    assert spec.weights_status().startswith("missing")
+    files = spec.config_files("inference", ["demo.json", "absent.json"])
+    assert files[0].name in ("inference.json", "train.json") and files[-1].name == "demo.json"
+
+
+def test_load_inference_model_weights(tmp_path):
+    root = _copy_bundle("ultrasound_saqm_iqa", tmp_path)
+    (root / "configs" / "tiny.json").write_text(json.dumps({"width": 0.0625}))
+    spec = discover_bundles(tmp_path)["ultrasound_saqm_iqa"]
+    with pytest.raises(MissingWeightsError, match="train the bundle first"):
+        load_inference_model(spec, ["tiny.json"])
+    model = load_inference_model(spec, ["tiny.json"], require_weights=False)
+    (root / "models").mkdir()
+    torch.save(model.network.state_dict(), root / "models" / "model.pt")
+    loaded = load_inference_model(spec, ["tiny.json"])
+    assert loaded.patch_size == 32 and loaded.weights_mtime > 0
+    x = loaded.preprocessing({"image": _png(tmp_path)})["image"][None]
+    with torch.no_grad():
+        score, grid = loaded.network(x), loaded.network.score_map(x)
+    assert 0 <= float(score) <= 1 and grid.shape[:2] == (1, 1)
+    assert float(grid.mean()) == pytest.approx(float(score), abs=1e-5)
+    with pytest.raises(WeightsMismatchError, match="overlays"):
+        load_inference_model(spec)  # full width: the tiny weights do not fit
+
+
+def _png(tmp_path: Path) -> str:
+    from PIL import Image
+
+    path = tmp_path / "img.png"
+    Image.fromarray((torch.rand(70, 90) * 255).byte().numpy()).save(path)
+    return str(path)
+
+
+def test_cli_builds_loopback_server_command(tmp_path):
+    from monai_iqad import cli
+
+    args = cli.build_parser().parse_args(
+        ["label", "start", "--studies", str(tmp_path / "studies"), "--port", "8123", "--bundles", "a,b",
+         "--overlays", "demo.json", "--workdir", str(tmp_path / "work"), "--quality-threshold", "0.6"]
+    )
+    cmd, env, workdir = cli.label_server_command(args)
+    assert cmd[:4] == [sys.executable, "-m", "monailabel.main", "start_server"]
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--port") + 1] == "8123"
+    conf = {cmd[i + 1]: cmd[i + 2] for i, c in enumerate(cmd) if c == "--conf"}
+    assert conf["models"] == "a,b" and conf["overlays"] == "demo.json" and conf["quality_threshold"] == "0.6"
+    assert env["TMPDIR"] == str(tmp_path / "work" / "tmp") and env["MONAI_LABEL_TRACKING_ENABLED"] == "false"
+    assert (workdir / "app" / "main.py").read_text().count("IQADLabelApp") == 1
