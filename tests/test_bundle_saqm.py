@@ -1,0 +1,208 @@
+"""End-to-end runs of every SAQM bundle config on tiny demo data, in temporary copies of the bundle.
+
+Training in the paper's four configurations (``train.json`` = target only, ``source_only.json``,
+``unsupervised_da.json``, ``semi_supervised_da.json``), ``evaluate.json`` and ``inference.json`` (folder and datalist),
+each as a MONAI ``ConfigWorkflow`` (initialize, property check, run, finalize), with width 1/16, 4 patches per
+image and 1 epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from bundle_testing import (
+    bundle_dir,
+    copy_bundle,
+    demo_dataset_dir,
+    one_thread,  # noqa: F401  (fixture)
+    read_json,
+    reference_run,
+    saqm_bundles,
+    tiny_overrides,
+)
+
+from monai_iqad.utils import as_bool
+
+BUNDLES = saqm_bundles()
+pytestmark = [
+    pytest.mark.skipif(not BUNDLES, reason="no SAQM bundle in bundles/"),
+    pytest.mark.usefixtures("one_thread"),
+]
+
+MODES = {
+    "target_only": [],
+    "source_only": ["configs/source_only.json"],
+    "unsupervised": ["configs/unsupervised_da.json"],
+    "semi_supervised": ["configs/semi_supervised_da.json"],
+}
+
+
+def _workflow(bundle: Path, configs: list[str], overrides: dict[str, Any], workflow_type: str = "train"):
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(
+        config_file=[str(bundle / c) for c in configs],
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type=workflow_type,
+        bundle_root=str(bundle),
+        **overrides,
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    return workflow
+
+
+def _run(bundle: Path, configs: list[str], overrides: dict[str, Any], workflow_type: str = "train"):
+    workflow = _workflow(bundle, configs, overrides, workflow_type)
+    try:
+        workflow.run()
+    finally:
+        workflow.finalize()
+    return workflow
+
+
+def _trained_copy(name: str, dst: Path) -> Path:
+    """A bundle copy holding the model trained by the session's reference run (same tiny width)."""
+    bundle = copy_bundle(name, dst)
+    for f in ("model.pt", "model.pt.json"):
+        shutil.copy2(reference_run(name) / "models" / f, bundle / "models" / f)
+    return bundle
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("name", BUNDLES)
+def test_training_configurations(name, mode, tmp_path):
+    """Each configuration of the paper's Table 2 trains one epoch: right loaders, loss terms and checkpoint."""
+    bundle = copy_bundle(name, tmp_path / name)
+    configs = ["configs/train.json", *MODES[mode], "configs/demo.json"]
+    # validation is covered by test_evaluate and by the reference run (test_tensorboard, test_resume)
+    workflow = _run(bundle, configs, {**tiny_overrides(name, max_epochs=1), "val_interval": 2})
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    assert trainer.mode == mode and trainer.state.epoch == 1
+    datalist = read_json(demo_dataset_dir(name) / "datalist.json")["training"]
+    domain = "target" if mode == "target_only" else "source"
+    expected = [d for d in datalist if d["domain"] == domain and (domain == "source" or d["mos"] is not None)]
+    assert len(trainer.data_loader.dataset) == len(expected), "regression loader holds the wrong domain"
+    out = trainer.state.output[0]
+    adversarial = mode in ("unsupervised", "semi_supervised")
+    assert (trainer.target_data_loader is not None) == adversarial
+    assert (float(out["loss_dom"]) > 0) == adversarial
+    assert float(out["grl_lambda"]) > 0 if adversarial else float(out["grl_lambda"]) == 0
+    ckpt = torch.load(bundle / "models" / "checkpoint.pt", weights_only=True)
+    assert {"network", "domain_classifier", "optimizer", "trainer"} <= set(ckpt)
+    assert ckpt["trainer"]["iteration"] == ckpt["trainer"]["epoch_length"]  # one epoch
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BUNDLES)
+def test_evaluate(name, tmp_path):
+    """``evaluate.json`` scores the held-out target test split with the trained model: metrics and one CSV row per
+    test image."""
+    bundle = _trained_copy(name, tmp_path / name)
+    configs = ["configs/train.json", "configs/semi_supervised_da.json", "configs/demo.json", "configs/evaluate.json"]
+    _run(bundle, configs, tiny_overrides(name))
+    text = (bundle / "eval" / "metrics.csv").read_text(encoding="utf-8")
+    for metric in ("srocc", "plcc", "plcc_logistic", "krcc"):
+        assert re.search(rf"^{metric}\b", text, re.M), f"{metric} missing from metrics.csv:\n{text}"
+    test_items = read_json(demo_dataset_dir(name) / "datalist.json")["test"]
+    rows = _rows(bundle / "eval" / "predictions.csv")
+    assert len(rows) == len(test_items)
+    assert all(0.0 <= float(r["score"]) <= 1.0 and 0.0 <= float(r["mos_normalised"]) <= 1.0 for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BUNDLES)
+def test_inference_folder_and_datalist(name, tmp_path):
+    """``inference.json`` (standalone) scores every image of a folder, or a datalist section, into a CSV."""
+    bundle = _trained_copy(name, tmp_path / name)
+    data = demo_dataset_dir(name)
+    overrides = {k: v for k, v in tiny_overrides(name).items() if k in ("dataset_dir", "width", "num_workers")}
+    configs = ["configs/inference.json", "configs/demo.json"]
+    _run(bundle, configs, {**overrides, "build_demo_data": False}, "infer")
+    rows = _rows(bundle / "eval" / "scores.csv")
+    images = sorted(p for p in (data / "target").rglob("*.png"))
+    assert [r["filename"] for r in rows] == [str(p) for p in images]
+    assert all(0.0 <= float(r["score"]) <= 1.0 for r in rows)
+
+    _run(bundle, configs, {**overrides, "datalist_key": "test", "output_filename": "test.csv"}, "infer")
+    rows = _rows(bundle / "eval" / "test.csv")
+    assert len(rows) == len(read_json(data / "datalist.json")["test"])
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_inference_without_weights_fails_clearly(name, tmp_path):
+    bundle = copy_bundle(name, tmp_path / name)
+    overrides = {"dataset_dir": str(demo_dataset_dir(name)), "width": 0.0625, "num_workers": 0}
+    workflow = _workflow(bundle, ["configs/inference.json"], overrides, "infer")
+    with pytest.raises(FileNotFoundError, match="No trained weights"):
+        workflow.evaluator.run()
+
+
+def test_as_bool():
+    assert as_bool(True) and as_bool("true") and as_bool(" Yes ") and as_bool(1) and as_bool("1")
+    assert not (as_bool(False) or as_bool("false") or as_bool("off") or as_bool(None) or as_bool(0))
+    with pytest.raises(ValueError, match="treu"):
+        as_bool("treu")
+
+
+@pytest.mark.parametrize(
+    "resume, finetune, expected",
+    [
+        ("false", "false", (False, False)),
+        ("true", "false", (True, False)),
+        ("false", "true", (False, True)),
+        (True, True, (True, False)),  # resume wins: the checkpoint holds the weights already
+    ],
+)
+@pytest.mark.parametrize("name", BUNDLES)
+def test_resume_and_finetune_flags(name, resume, finetune, expected):
+    """``--resume false`` arrives as the string "false" (Python Fire): it must not enable the loader."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle_dir(name) / "configs" / "train.json"))
+    parser["resume"], parser["finetune"] = resume, finetune
+    enabled = {}
+    for i, h in enumerate(parser["train"]["handlers"]):
+        kind = h["_target_"].rsplit(".", 1)[-1]
+        if kind in ("ResumeCheckpointLoader", "TrainedModelLoader"):
+            enabled[kind] = not parser.get_parsed_content(f"train#handlers#{i}#_disabled_")
+    assert (enabled["ResumeCheckpointLoader"], enabled["TrainedModelLoader"]) == expected
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_readme_commands_use_existing_configs(name):
+    readme = (bundle_dir(name) / "docs" / "README.md").read_text(encoding="utf-8")
+    configs = set(re.findall(r"configs/[A-Za-z0-9_]+\.json", readme))
+    missing = sorted(c for c in configs if not (bundle_dir(name) / c).is_file())
+    assert not missing, f"README names missing configs: {missing}"
+    for needed in (
+        "configs/semi_supervised_da.json",
+        "configs/unsupervised_da.json",
+        "configs/source_only.json",
+        "configs/demo.json",
+        "configs/evaluate.json",
+        "configs/inference.json",
+        "configs/multi_gpu_train.json",
+        "configs/multi_gpu_evaluate.json",
+        "--resume True",
+        "--finetune True",
+        "ckpt_export",
+        "onnx_export",
+        "monai_iqad.data.converters tid2013",
+        "monai_iqad.data.converters md72",
+    ):
+        assert needed in readme, f"README lacks {needed!r}"
