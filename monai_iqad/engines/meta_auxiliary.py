@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 from monai.data import MetaTensor
 from monai.engines import SupervisedTrainer
@@ -19,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from monai_iqad.losses.entropy import EntropyRegularizer
 from monai_iqad.losses.focal import FocalLoss
+from monai_iqad.utils.dist import all_reduce_gradients, average_buffers, unwrap_module
 
 if TYPE_CHECKING:
     from ignite.engine import EventEnum
@@ -26,25 +26,12 @@ if TYPE_CHECKING:
 else:
     Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
     EventEnum, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "EventEnum")
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["MetaAuxiliaryTrainer", "unwrap_module", "prepare_iqad_batch", "distributed_world_size"]
+__all__ = ["MetaAuxiliaryTrainer", "prepare_iqad_batch"]
 
 SCHEDULES = ("epoch", "iteration")
 META_GRADIENTS = ("second_order", "first_order")
-
-
-def unwrap_module(module: nn.Module) -> nn.Module:
-    """Return the wrapped module of a ``DistributedDataParallel``/``DataParallel`` wrapper, else ``module`` itself."""
-    if isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        return module.module
-    return module
-
-
-def distributed_world_size() -> int:
-    """World size of the default process group, 1 when ``torch.distributed`` is not initialised."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
 
 
 def prepare_iqad_batch(
@@ -301,8 +288,14 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
         self.diagnosis_key = diagnosis_key
         self.quality_key = quality_key
         self.state.stage = 1
+        # the meta learner is not wrapped in DDP: keep its BatchNorm statistics identical on every rank
+        self.add_event_handler(Events.EPOCH_COMPLETED, self._sync_meta_buffers)
         self.state.learning_rate = optimizer.param_groups[0]["lr"]
         self.state.meta_learning_rate = meta_optimizer.param_groups[0]["lr"]
+
+    def _sync_meta_buffers(self, engine: MetaAuxiliaryTrainer) -> None:
+        """End of epoch: the meta learner is not wrapped in DDP, so its BatchNorm statistics are averaged by hand."""
+        average_buffers(unwrap_module(self.meta_learner))
 
     # ------------------------------------------------------------------------------------------------------------
     def current_stage(self) -> int:
@@ -336,17 +329,6 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
         """Forward with replaced parameters and *cloned* buffers (the real BN running statistics stay untouched)."""
         buffers = {name: b.clone() for name, b in module.named_buffers()}
         return functional_call(module, {**params, **buffers}, (x,), kwargs)
-
-    def _sync_meta_gradients(self, params: Sequence[torch.Tensor]) -> None:
-        """Average the meta learner's gradients over the processes (DDP cannot double-backward)."""
-        world = distributed_world_size()
-        if world <= 1:
-            return
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-            p.grad.div_(world)
 
     # ------------------------------------------------------------------------------------------------------------
     def _task_step(
@@ -472,7 +454,7 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
                 p.grad = g.detach()
             else:
                 p.grad.add_(g.detach())
-        self._sync_meta_gradients(phis)
+        all_reduce_gradients(phis)  # DDP cannot double-backward: average φ's gradients by hand
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         engine.meta_optimizer.step()
         output.update(loss_meta=loss_meta.detach(), entropy=entropy.detach())

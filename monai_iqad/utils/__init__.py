@@ -3,5 +3,14 @@
 from __future__ import annotations
 
 from .config import as_bool
-from .dist import all_reduce_gradients, broadcast_parameters, get_rank, get_world_size, is_dist, is_rank0
+from .dist import (
+    all_reduce_gradients,
+    average_buffers,
+    broadcast_parameters,
+    get_rank,
+    get_world_size,
+    is_dist,
+    is_rank0,
+    unwrap_module,
+)
 from .io import atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text
