@@ -19,12 +19,13 @@ import json
 import math
 import numbers
 import os
-import tempfile
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+from monai_iqad.utils.io import atomic_write_text
 
 __all__ = [
     "DatalistError",
@@ -263,16 +264,7 @@ def write_datalist(
             out[str(name)] = items
         else:
             out[str(name)] = _jsonable(value)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(out, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, json.dumps(out, indent=2, allow_nan=False) + "\n")
     return path
 
 
