@@ -43,6 +43,9 @@ class PredictionCSVWriter(EpochOutputCollector):
         argmax_names: ``{column: [names...]}`` to write class names instead of indices.
         softmax_fields: ``{field: [(start, stop), ...]}`` slices of a field to softmax before writing (for logits).
         image_key: output key of the image whose ``meta["filename_or_obj"]`` names the row.
+        optional_fields: fields of ``fields`` that some networks do not output (e.g. the predicted quality of a
+            diagnosis-only baseline): when absent from the outputs, they and the argmax columns over them are left
+            out. Any other missing field is an error.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class PredictionCSVWriter(EpochOutputCollector):
         argmax_names: Mapping[str, Sequence[str]] | None = None,
         softmax_fields: Mapping[str, Sequence[tuple[int, int]]] | None = None,
         image_key: str = "image",
+        optional_fields: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.output_path = Path(output_path)
@@ -63,6 +67,7 @@ class PredictionCSVWriter(EpochOutputCollector):
         self.argmax_names = {k: list(v) for k, v in (argmax_names or {}).items()}
         self.softmax_fields = {k: [tuple(s) for s in v] for k, v in (softmax_fields or {}).items()}
         self.image_key = image_key
+        self.optional_fields = set(optional_fields)
 
     def select(self, output: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any] | None:
         image = output.get(self.image_key, batch.get(self.image_key) if isinstance(batch, dict) else None)
@@ -70,6 +75,8 @@ class PredictionCSVWriter(EpochOutputCollector):
         name = meta.get("filename_or_obj", "")
         item: dict[str, Any] = {"filename": str(name)}
         for f in self.fields:
+            if f not in output and f in self.optional_fields:
+                continue
             vals = _values(output[f])
             for start, stop in self.softmax_fields.get(f, []):
                 vals[start:stop] = torch.softmax(torch.tensor(vals[start:stop]), 0).tolist()
@@ -88,18 +95,20 @@ class PredictionCSVWriter(EpochOutputCollector):
 
     def finalize(self, engine: Engine, items: Sequence[dict[str, Any]]) -> None:
         items = sorted(items, key=lambda i: i["filename"])
+        fields = [f for f in self.fields if f in items[0]]
+        argmax_fields = {col: spec for col, spec in self.argmax_fields.items() if spec[0] in items[0]}
         header = ["filename"]
-        for f in self.fields:
+        for f in fields:
             header += self._columns(f, len(items[0][f]))
-        header += list(self.argmax_fields)
+        header += list(argmax_fields)
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(header)
         for item in items:
             row: list[Any] = [item["filename"]]
-            for f in self.fields:
+            for f in fields:
                 row += [f"{v:.6g}" for v in item[f]]
-            for col, (f, start, stop) in self.argmax_fields.items():
+            for col, (f, start, stop) in argmax_fields.items():
                 seg = item[f][start:stop]
                 idx = max(range(len(seg)), key=seg.__getitem__)
                 names = self.argmax_names.get(col)

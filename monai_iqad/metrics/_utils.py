@@ -53,7 +53,8 @@ def gather_and_compute(
     fn: Callable[[torch.Tensor, torch.Tensor], dict[str, float]],
     keys: Sequence[str],
 ) -> dict[str, float]:
-    """Concatenate, all-gather across processes, run ``fn`` on rank 0 and broadcast its dict to every rank.
+    """Concatenate, all-gather across processes (shards may differ in length), run ``fn`` on rank 0 and broadcast its
+    dict to every rank.
 
     ``ignite.metrics.EpochMetric`` can only broadcast numbers; a dict result is sent as one float64 tensor whose
     entries follow ``keys`` (known on every rank), and ``n``-like integer entries are restored from their float.
@@ -65,13 +66,16 @@ def gather_and_compute(
         keys: the result keys, in a fixed order.
     """
     import ignite.distributed as idist
+    from monai.utils import evenly_divisible_all_gather
 
     pred = torch.cat(predictions, dim=0)
     target = torch.cat(targets, dim=0)
     ws = idist.get_world_size()
     if ws > 1:
-        pred = cast(torch.Tensor, idist.all_gather(pred))
-        target = cast(torch.Tensor, idist.all_gather(target))
+        # evaluation shards differ in length (``even_divisible=False``: no image counted twice), which a plain
+        # all_gather rejects; MONAI pads to the longest shard, gathers and trims
+        pred = cast(torch.Tensor, evenly_divisible_all_gather(pred, concat=True))
+        target = cast(torch.Tensor, evenly_divisible_all_gather(target, concat=True))
     result: dict[str, float] = {}
     if idist.get_rank() == 0:
         result = fn(pred, target)
