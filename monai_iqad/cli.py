@@ -74,12 +74,20 @@ def label_server_command(args: argparse.Namespace) -> tuple[list[str], dict[str,
     conf.append(("work_dir", os.fspath(workdir / "train")))
     conf += [(k, v) for k, v in (args.conf or [])]
     cmd = [
-        sys.executable, "-m", "monailabel.main", "start_server",
-        "--app", os.fspath(app_dir),
-        "--studies", os.fspath(studies),
-        "--host", args.host,
-        "--port", str(args.port),
-        "-v", args.log_level,
+        sys.executable,
+        "-m",
+        "monailabel.main",
+        "start_server",
+        "--app",
+        os.fspath(app_dir),
+        "--studies",
+        os.fspath(studies),
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "-v",
+        args.log_level,
     ]
     for key, value in conf:
         cmd += ["--conf", key, value]
@@ -151,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     start.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     start.add_argument(
-        "--bundles", type=lambda s: [b.strip() for b in s.split(",") if b.strip()], default=None,
+        "--bundles",
+        type=lambda s: [b.strip() for b in s.split(",") if b.strip()],
+        default=None,
         help="comma-separated bundle names to serve (default: all SAQM/MKCNet bundles in --bundles-dir)",
     )
     start.add_argument("--bundles-dir", default=None, help="folder of bundles (default: the checkout's bundles/)")
@@ -159,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--triage-quality", default=None, help="SAQM bundle used by the triage task")
     start.add_argument("--triage-diagnosis", default=None, help="MKCNet bundle used by the triage task")
     start.add_argument(
-        "--overlays", type=lambda s: [b.strip() for b in s.split(",") if b.strip()], default=None,
+        "--overlays",
+        type=lambda s: [b.strip() for b in s.split(",") if b.strip()],
+        default=None,
         help="config files of each bundle's configs/ merged over inference.json/train.json (e.g. demo.json)",
     )
     start.add_argument(

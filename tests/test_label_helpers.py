@@ -54,8 +54,8 @@ def test_validate_image_id_accepts_plain_ids(good):
 
 
 @pytest.mark.parametrize(
-    "bad", ["", " ", "..", ".", "../x", "a/b", "a\\b", "/etc/passwd", "C:evil", "~root", "x\x00y", "x\ny", 3, None,
-            "a" * 300],
+    "bad",
+    ["", " ", "..", ".", "../x", "a/b", "a\\b", "/etc/passwd", "C:evil", "~root", "x\x00y", "x\ny", 3, None, "a" * 300],
 )
 def test_validate_image_id_refuses_paths_and_junk(bad):
     with pytest.raises(InvalidImageIdError):
@@ -131,8 +131,7 @@ def _records(tmp_path, infos, label_jsons=None):
     for i, info in enumerate(infos):
         path = tmp_path / f"img{i}.png"
         path.write_bytes(b"x")
-        out.append({"id": f"img{i}", "image": str(path), "info": info,
-                    "label_json": (label_jsons or {}).get(i)})
+        out.append({"id": f"img{i}", "image": str(path), "info": info, "label_json": (label_jsons or {}).get(i)})
     return out
 
 
@@ -173,8 +172,12 @@ def test_default_mos_range():
 
 
 def test_build_datalist_mkcnet_names_indices_and_nesting(tmp_path):
-    names = dict(num_diagnosis=3, num_quality=3, diagnosis_names=["no DR", "NPDR", "PDR"],
-                 quality_names=["reject", "usable", "good"])
+    names = dict(
+        num_diagnosis=3,
+        num_quality=3,
+        diagnosis_names=["no DR", "NPDR", "PDR"],
+        quality_names=["reject", "usable", "good"],
+    )
     infos = [
         {"diagnosis": "npdr", "quality": "Good"},
         {"diagnosis": 2, "quality": 0.0},
@@ -188,8 +191,11 @@ def test_build_datalist_mkcnet_names_indices_and_nesting(tmp_path):
     assert (items["img1"]["diagnosis"], items["img1"]["quality"]) == (2, 0)
     assert items["img2"]["diagnosis"] == 1
     assert "mos_range" not in dl and len(dl["validation"]) >= 1
-    for bad, match in (({"diagnosis": 3, "quality": 0}, "out of range"), ({"diagnosis": "DME", "quality": 0}, "DME"),
-                       ({"diagnosis": 1}, "both")):
+    for bad, match in (
+        ({"diagnosis": 3, "quality": 0}, "out of range"),
+        ({"diagnosis": "DME", "quality": 0}, "DME"),
+        ({"diagnosis": 1}, "both"),
+    ):
         with pytest.raises(ValueError, match=match):
             extract_labels({"info": bad}, "eyeq", "mkcnet", **names)
 
@@ -199,8 +205,13 @@ def test_build_datalist_mkcnet_names_indices_and_nesting(tmp_path):
 def test_quality_result():
     grid = torch.tensor([[0.2, 0.4], [0.6, 0.8]])
     out = quality_result(grid.mean(), "us", grid, patch_size=32)["quality"]
-    assert out == {"score": 0.5, "model": "us", "patch_scores": [[0.2, 0.4], [0.6, 0.8]], "patch_grid": [2, 2],
-                   "patch_size": 32}
+    assert out == {
+        "score": 0.5,
+        "model": "us",
+        "patch_scores": [[0.2, 0.4], [0.6, 0.8]],
+        "patch_grid": [2, 2],
+        "patch_size": 32,
+    }
     json.dumps(out)
     assert "patch_scores" not in quality_result(0.3, "us")["quality"]
     for bad in (1.5, float("nan")):
@@ -223,8 +234,10 @@ def test_diagnosis_result_and_names():
         diagnosis_result(probs, 5, None, None, "m")
 
 
-@pytest.mark.parametrize("score,threshold,gated", [(0.3, 0.5, True), (0.5, 0.5, False), (0.7, 0.5, False),
-                                                   (0.0, 0.0, False), (0.99, 1.0, True)])
+@pytest.mark.parametrize(
+    "score,threshold,gated",
+    [(0.3, 0.5, True), (0.5, 0.5, False), (0.7, 0.5, False), (0.0, 0.0, False), (0.99, 1.0, True)],
+)
 def test_triage_result_gate(score, threshold, gated):
     q = quality_result(score, "us")
     d = diagnosis_result([0.2, 0.8, 0.5, 0.5], 2, ["n", "p"], ["lo", "hi"], "mk")
@@ -241,8 +254,15 @@ def test_settings_from_conf(tmp_path):
     s = LabelAppSettings.from_conf({}, app_dir=tmp_path)
     assert s.quality_threshold == 0.5 and s.triage and s.patch_scores and not s.skip_trainers
     assert s.work_dir == tmp_path / "work" and "*.dcm" in s.extensions and s.models == []
-    s = LabelAppSettings.from_conf({"models": "a, b", "quality_threshold": "0.7", "overlays": "demo.json",
-                                    "bundles_dir": str(tmp_path), "skip_trainers": "TRUE"})
+    s = LabelAppSettings.from_conf(
+        {
+            "models": "a, b",
+            "quality_threshold": "0.7",
+            "overlays": "demo.json",
+            "bundles_dir": str(tmp_path),
+            "skip_trainers": "TRUE",
+        }
+    )
     assert s.models == ["a", "b"] and s.quality_threshold == 0.7 and s.overlays == ["demo.json"]
     assert s.bundles_dir == tmp_path and s.skip_trainers
     for bad in ({"quality_threshold": "2"}, {"overlays": "../x.json"}, {"triage": "maybe"}):
@@ -264,8 +284,7 @@ def test_discover_bundles_kinds_and_names(tmp_path):
     _copy_bundle("fundus_eyeq_mkcnet_iqad", tmp_path)
     (tmp_path / "not_a_bundle").mkdir()
     found = discover_bundles(tmp_path)
-    assert {n: s.kind for n, s in found.items()} == {"fundus_eyeq_mkcnet_iqad": "mkcnet",
-                                                     "ultrasound_saqm_iqa": "saqm"}
+    assert {n: s.kind for n, s in found.items()} == {"fundus_eyeq_mkcnet_iqad": "mkcnet", "ultrasound_saqm_iqa": "saqm"}
     assert list(discover_bundles(tmp_path, ["ultrasound_saqm_iqa"])) == ["ultrasound_saqm_iqa"]
     with pytest.raises(BundleError, match="nope"):
         discover_bundles(tmp_path, ["nope"])
@@ -311,8 +330,22 @@ def test_cli_builds_loopback_server_command(tmp_path):
     from monai_iqad import cli
 
     args = cli.build_parser().parse_args(
-        ["label", "start", "--studies", str(tmp_path / "studies"), "--port", "8123", "--bundles", "a,b",
-         "--overlays", "demo.json", "--workdir", str(tmp_path / "work"), "--quality-threshold", "0.6"]
+        [
+            "label",
+            "start",
+            "--studies",
+            str(tmp_path / "studies"),
+            "--port",
+            "8123",
+            "--bundles",
+            "a,b",
+            "--overlays",
+            "demo.json",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--quality-threshold",
+            "0.6",
+        ]
     )
     cmd, env, workdir = cli.label_server_command(args)
     assert cmd[:4] == [sys.executable, "-m", "monailabel.main", "start_server"]

@@ -76,8 +76,9 @@ class Server:
     def __init__(self, url: str, proc: subprocess.Popen, workdir: Path, studies: Path, bundles: Path) -> None:
         self.url, self.proc, self.workdir, self.studies, self.bundles = url, proc, workdir, studies, bundles
 
-    def post(self, model: str, image: str | None = None, file: Path | None = None, params: dict | None = None,
-             **kwargs):
+    def post(
+        self, model: str, image: str | None = None, file: Path | None = None, params: dict | None = None, **kwargs
+    ):
         files = {"file": (file.name, file.read_bytes())} if file is not None else None
         data = {"params": json.dumps(params)} if params is not None else None
         q = {"image": image} if image is not None else {}
@@ -115,10 +116,29 @@ def server(tmp_path_factory):
     pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)  # this checkout's code
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=pythonpath)
     cmd = [
-        sys.executable, "-m", "monai_iqad.cli", "label", "start", "--studies", str(studies), "--port", str(port),
-        "--bundles-dir", str(bundles), "--overlays", OVERLAYS, "--workdir", str(workdir),
-        "--quality-threshold", "0.5", "--triage-quality", SAQM, "--triage-diagnosis", MKCNET,
-        "--log-level", "WARNING",
+        sys.executable,
+        "-m",
+        "monai_iqad.cli",
+        "label",
+        "start",
+        "--studies",
+        str(studies),
+        "--port",
+        str(port),
+        "--bundles-dir",
+        str(bundles),
+        "--overlays",
+        OVERLAYS,
+        "--workdir",
+        str(workdir),
+        "--quality-threshold",
+        "0.5",
+        "--triage-quality",
+        SAQM,
+        "--triage-diagnosis",
+        MKCNET,
+        "--log-level",
+        "WARNING",
     ]
     log = open(root / "server.log", "wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -246,8 +266,12 @@ def test_ids_outside_the_datastore_are_refused(server):
         r = server.post(SAQM, **kwargs)
         assert r.status_code == status, (kwargs, r.text)
     assert server.post("no_such_model", image="cam").status_code == 404
-    r = requests.put(f"{server.url}/datastore/image", params={"image": "../escaped"},
-                     files={"file": ("x.png", (server.studies / "cam.png").read_bytes())}, timeout=30)
+    r = requests.put(
+        f"{server.url}/datastore/image",
+        params={"image": "../escaped"},
+        files={"file": ("x.png", (server.studies / "cam.png").read_bytes())},
+        timeout=30,
+    )
     assert r.status_code == 400
     assert not (server.studies.parent / "escaped.png").exists()
     assert server.upload_files() == []
@@ -274,13 +298,21 @@ def test_train_task_from_datastore_labels(server, tmp_path):
     model = server.bundles / SAQM / "models" / "model.pt"
     before = model.stat().st_mtime_ns
     for i, image in enumerate(("cam", "coins", "moon", "page")):
-        r = requests.put(f"{server.url}/datastore/image/info", params={"image": image},
-                         data={"info": json.dumps({"mos": 1.5 + i})}, timeout=30)
+        r = requests.put(
+            f"{server.url}/datastore/image/info",
+            params={"image": image},
+            data={"info": json.dumps({"mos": 1.5 + i})},
+            timeout=30,
+        )
         assert r.status_code == 200, r.text
     label = tmp_path / "text.json"  # a label JSON for the fifth image
     label.write_text(json.dumps({"mos": 4.2}))
-    r = requests.put(f"{server.url}/datastore/label", params={"image": "text", "tag": "final"},
-                     files={"label": ("text.json", label.read_bytes())}, timeout=30)
+    r = requests.put(
+        f"{server.url}/datastore/label",
+        params={"image": "text", "tag": "final"},
+        files={"label": ("text.json", label.read_bytes())},
+        timeout=30,
+    )
     assert r.status_code == 200, r.text
 
     r = requests.post(f"{server.url}/train/{SAQM}", json={"max_epochs": 1, "mos_range": [1, 5]}, timeout=30)
@@ -303,12 +335,30 @@ def test_parse_train_request_is_typed():
     from monai_iqad.label.safety import InvalidParameterError
     from monai_iqad.label.train import parse_train_request
 
-    out = parse_train_request({"max_epochs": "3", "pretrained": "false", "mos_range": [1, 5], "images": ["a"],
-                               "learning_rate": 0.01, "num_workers": 0, "model": "x", "gpus": "all"}, "saqm")
+    out = parse_train_request(
+        {
+            "max_epochs": "3",
+            "pretrained": "false",
+            "mos_range": [1, 5],
+            "images": ["a"],
+            "learning_rate": 0.01,
+            "num_workers": 0,
+            "model": "x",
+            "gpus": "all",
+        },
+        "saqm",
+    )
     assert out["max_epochs"] == 3 and out["pretrained"] is False and out["mos_range"] == [1.0, 5.0]
     assert out["images"] == ["a"] and out["overrides"] == {"learning_rate": 0.01, "num_workers": 0}
-    for bad in ({"max_epochs": 0}, {"max_epochs": "$import os"}, {"images": ["../x"]}, {"device": "cuda; rm"},
-                {"learning_rate": "$@x"}, {"val_split": 1.0}, {"publish": "maybe"}):
+    for bad in (
+        {"max_epochs": 0},
+        {"max_epochs": "$import os"},
+        {"images": ["../x"]},
+        {"device": "cuda; rm"},
+        {"learning_rate": "$@x"},
+        {"val_split": 1.0},
+        {"publish": "maybe"},
+    ):
         with pytest.raises((InvalidParameterError, ValueError)):
             parse_train_request(bad, "saqm")
     with pytest.raises(InvalidParameterError, match="SAQM"):

@@ -334,9 +334,7 @@ def _mkcnet_names(
     return nd, nq or len(q_names), d_names, q_names
 
 
-def mkcnet_class_names(
-    spec: BundleSpec, overlays: Sequence[str] = ()
-) -> tuple[int, int, list[str], list[str]]:
+def mkcnet_class_names(spec: BundleSpec, overlays: Sequence[str] = ()) -> tuple[int, int, list[str], list[str]]:
     """``(num_diagnosis, num_quality, diagnosis_names, quality_names)`` of an MKCNet bundle, without building its
     network.
 

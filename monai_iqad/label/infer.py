@@ -38,8 +38,14 @@ from .results import diagnosis_result, quality_result, triage_result
 from .safety import check_threshold
 from .settings import parse_bool
 
-__all__ = ["InvalidInputError", "BundleInferTask", "BundleQualityInferTask", "BundleDiagnosisInferTask",
-           "TriageInferTask", "make_infer_task"]
+__all__ = [
+    "InvalidInputError",
+    "BundleInferTask",
+    "BundleQualityInferTask",
+    "BundleDiagnosisInferTask",
+    "TriageInferTask",
+    "make_infer_task",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +258,10 @@ class BundleDiagnosisInferTask(BundleInferTask):
 
     def result(self, model, data):
         return diagnosis_result(
-            data[self.output_label_key], model.num_diagnosis, model.diagnosis_names, model.quality_names,
+            data[self.output_label_key],
+            model.num_diagnosis,
+            model.diagnosis_names,
+            model.quality_names,
             self.spec.name,
         )
 

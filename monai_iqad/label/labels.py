@@ -179,9 +179,7 @@ def build_datalist(
     for record in records:
         image_id = str(record.get("id"))
         try:
-            labels = extract_labels(
-                record, bundle, kind, num_diagnosis, num_quality, diagnosis_names, quality_names
-            )
+            labels = extract_labels(record, bundle, kind, num_diagnosis, num_quality, diagnosis_names, quality_names)
         except ValueError as e:
             problems[image_id] = str(e)
             continue
@@ -218,8 +216,8 @@ def build_datalist(
     }
     if kind == "saqm":
         try:
-            low, high = check_mos_range(mos_range) if mos_range is not None else default_mos_range(
-                [it["mos"] for it in items]
+            low, high = (
+                check_mos_range(mos_range) if mos_range is not None else default_mos_range([it["mos"] for it in items])
             )
         except InvalidParameterError as e:
             raise LabelError(str(e)) from None

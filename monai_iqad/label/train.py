@@ -45,6 +45,7 @@ __all__ = ["BundleFineTuneTask", "datastore_records", "parse_train_request"]
 
 logger = logging.getLogger(__name__)
 
+
 def parse_train_request(request: dict[str, Any], kind: str) -> dict[str, Any]:
     """Typed, validated train options from a request (unknown keys are ignored; config expressions are never
     accepted, only numbers, booleans and ids).

@@ -242,9 +242,7 @@ class IQADLabelApp(MONAILabelApp):
             "bundles": {
                 name: {
                     "kind": spec.kind,
-                    "weights": (
-                        self._infers[name].weights_status() if name in self._infers else spec.weights_status()
-                    ),
+                    "weights": (self._infers[name].weights_status() if name in self._infers else spec.weights_status()),
                     "path": str(spec.path),
                 }
                 for name, spec in self.bundles.items()
