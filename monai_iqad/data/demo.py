@@ -723,28 +723,61 @@ def _retina_base(work: int) -> tuple[np.ndarray, np.ndarray]:
     return small, fov
 
 
-@functools.lru_cache(maxsize=16)
-def _ct_base(name: str, work: int) -> tuple[np.ndarray, tuple[float, float]]:
-    """A CT slice in HU, windowed to [0, 1] and resized; plus the intensity band (in window units) where lesions go.
+def _largest_components(mask: np.ndarray, count: int) -> np.ndarray:
+    """The ``count`` largest 8-connected components of a boolean mask (ties: lowest label first)."""
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    if n <= count:
+        return mask.astype(bool)
+    sizes = ndimage.sum(mask, labels, index=np.arange(1, n + 1))
+    keep = np.argsort(-sizes, kind="stable")[:count] + 1
+    return np.isin(labels, keep)
 
-    ``693_UNCR`` (head CT, pydicom-data): window L40/W120, lesions in the brain parenchyma (0.35–0.75).
-    ``CT_small`` (upper thorax, pydicom): lung window L-600/W1500, lesions in the lung (0.03–0.45).
+
+#: Lesion settings per CT/CXR base image: target level of the opacities (window units), blend factor range towards
+#: it, number of opacities (min, max inclusive) and blob σ range (fraction of the image side).
+_OPACITY: dict[str, tuple[float, tuple[float, float], tuple[int, int], tuple[float, float]]] = {
+    "693_UNCR.dcm": (0.85, (0.6, 0.9), (1, 3), (0.05, 0.08)),
+    "CT_small.dcm": (0.8, (0.7, 0.9), (2, 4), (0.06, 0.09)),
+    "RG1_UNCR.dcm": (0.9, (0.5, 0.8), (2, 3), (0.06, 0.09)),
+    "RG3_UNCR.dcm": (0.9, (0.5, 0.8), (1, 3), (0.05, 0.08)),
+}
+
+
+@functools.lru_cache(maxsize=16)
+def _ct_base(name: str, work: int) -> tuple[np.ndarray, np.ndarray]:
+    """A CT slice in HU, windowed to [0, 1] and resized; plus a crude mask of where lesions go (1 inside).
+
+    ``693_UNCR`` (head CT, pydicom-data): window L40/W120, mask = brain parenchyma (smoothed 0.3–0.8 window units,
+    largest component, holes filled). ``CT_small`` (upper thorax, pydicom): lung window L-600/W1500, mask = the two
+    lungs (smoothed 0.02–0.6, two largest components, holes filled).
     """
     path = _dicom_path(name)
     if path is None:
         raise RuntimeError(f"{name} not found; `{_INSTALL_HINT}`.")
     meta = _dicom_meta(str(path))
     hu = _dicom_frames(str(path))[0].astype(np.float64) * meta["slope"] + meta["intercept"]
-    level, width, band = (40.0, 120.0, (0.35, 0.75)) if name.startswith("693") else (-600.0, 1500.0, (0.03, 0.45))
+    head = name.startswith("693")
+    level, width = (40.0, 120.0) if head else (-600.0, 1500.0)
     img = np.clip((hu - (level - width / 2)) / width, 0.0, 1.0)
     out = _resize(img, (work, work))
+    smooth = ndimage.gaussian_filter(out, work / 128)
+    region = (smooth > 0.3) & (smooth < 0.8) if head else (smooth > 0.02) & (smooth < 0.6)
+    region = ndimage.binary_opening(region, iterations=max(1, work // 64))
+    mask = ndimage.binary_fill_holes(_largest_components(region, 1 if head else 2)).astype(np.float64)
     out.setflags(write=False)
-    return out, band
+    mask.setflags(write=False)
+    return out, mask
 
 
 @functools.lru_cache(maxsize=16)
-def _cr_base(name: str, work: int) -> np.ndarray:
-    """A computed radiograph (MONOCHROME1 → inverted so bone is bright), percentile-windowed and resized."""
+def _cr_base(name: str, work: int) -> tuple[np.ndarray, np.ndarray]:
+    """A computed radiograph (MONOCHROME1 → inverted so bone is bright), percentile-windowed and resized; plus a
+    crude mask of where lesions go (1 inside).
+
+    ``RG1_UNCR`` (chest): the lung fields = smoothed image darker than its 45th percentile inside the central 80 %
+    box, the two largest components, holes filled. ``RG3_UNCR`` (lower leg): the soft tissue = the 20th–60th
+    percentile band inside that box, largest component.
+    """
     path = _dicom_path(name)
     if path is None:
         raise RuntimeError(f"{name} (a real radiograph) is needed for the iqad_cxr demo: `{_INSTALL_HINT}`.")
@@ -758,8 +791,51 @@ def _cr_base(name: str, work: int) -> np.ndarray:
     side = min(h, w)
     img = img[(h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
     out = _resize(img, (work, work))
+    smooth = ndimage.gaussian_filter(out, work / 64)
+    box = np.zeros_like(out, dtype=bool)
+    m = work // 10
+    box[m:-m, m:-m] = True
+    it = max(1, work // 64)
+    if name.startswith("RG1"):
+        region = box & (smooth < np.percentile(smooth[box], 45))
+        region = ndimage.binary_opening(region, iterations=3 * it)
+        mask = ndimage.binary_fill_holes(_largest_components(region, 2))
+    else:
+        p_lo, p_hi = np.percentile(smooth[box], [20, 60])
+        region = ndimage.binary_opening(box & (smooth > p_lo) & (smooth < p_hi), iterations=it)
+        mask = _largest_components(region, 1)
+    mask = mask.astype(np.float64)
     out.setflags(write=False)
-    return out
+    mask.setflags(write=False)
+    return out, mask
+
+
+def _opacities(img: np.ndarray, region: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarray:
+    """Insert lobulated, flat-topped opacities (consolidation / ground-glass-like) inside ``region``.
+
+    Each opacity is the union of 2–4 anisotropic blobs (σ per :data:`_OPACITY`, 5–9 % of the image) around a centre
+    drawn inside the (eroded) region, turned into a plateau with a soft edge (smoothstep of the blob field), made
+    slightly patchy and confined to the (softened) region. The image is blended towards the base's target level there:
+    ``img + α·o·(target − img)`` (:data:`_OPACITY`), i.e. a clear intensity step that also flattens the underlying
+    texture (ribs, vessels), as real consolidations do.
+    """
+    size = img.shape[0]
+    s = size / 64.0
+    target, alpha, count, sigmas = _OPACITY[name]
+    inside = ndimage.binary_erosion(region > 0.5, iterations=max(1, size // 32))
+    soft = ndimage.gaussian_filter(region, 0.75 * s)
+    opacity = np.zeros_like(img)
+    for cy, cx in _sample_positions(inside, int(rng.integers(count[0], count[1] + 1)), rng):
+        sigma = rng.uniform(*sigmas) * size
+        field = np.zeros_like(img)
+        for _ in range(int(rng.integers(2, 5))):
+            oy, ox = rng.normal(0.0, 0.8 * sigma, size=2)
+            field = np.maximum(field, _blob(size, cy + oy, cx + ox, sigma * rng.uniform(0.7, 1.0), rng))
+        o = np.clip((field - 0.35) / 0.3, 0.0, 1.0)
+        opacity = np.maximum(opacity, rng.uniform(*alpha) * o * o * (3.0 - 2.0 * o))
+    opacity = _irregular(opacity, rng, 1.5 * s)
+    opacity = np.clip(opacity, 0.0, 1.0) * soft
+    return np.clip(img + opacity * (target - img), 0.0, 1.0)
 
 
 # ---------------- per-modality rendering: (with lesions, without lesions), before degradation
@@ -852,38 +928,27 @@ def _render_ct(size: int, diagnosis: int, rng: np.random.Generator) -> tuple[np.
     if not names:  # pragma: no cover - CT_small is inside every pydicom wheel
         raise RuntimeError(f"no CT test file found; `{_INSTALL_HINT}`.")
     name = names[int(rng.integers(len(names)))]
-    base, band = _ct_base(name, 2 * size)
-    img = _affine_warp(base, size, rng, rotation=10.0, zoom=(1.0, 1.25), shift=0.05, flip=True, cval=None)
-    img = np.clip(img, 0.0, 1.0) ** rng.uniform(0.9, 1.1)
+    base, region = _ct_base(name, 2 * size)
+    stacked = np.stack([base, region], -1)
+    warped = _affine_warp(stacked, size, rng, rotation=10.0, zoom=(1.0, 1.25), shift=0.05, flip=True, cval=None)
+    img, region = np.clip(warped[..., 0], 0.0, 1.0) ** rng.uniform(0.9, 1.1), warped[..., 1]
     clean = img.copy()
     if diagnosis == 1:
-        smooth = ndimage.gaussian_filter(img, 1.0)
-        tissue = ndimage.gaussian_filter(((smooth > band[0]) & (smooth < band[1])).astype(np.float64), 1.5)
-        core = ndimage.binary_erosion(tissue > 0.5, iterations=max(1, size // 16))
-        for cy, cx in _sample_positions(core, int(rng.integers(1, 4)), rng):
-            b = _irregular(_blob(size, cy, cx, rng.uniform(0.04, 0.09) * size, rng), rng, 2.0 * size / 64)
-            img = img + rng.uniform(0.1, 0.22) * b * tissue
-    return np.clip(img, 0.0, 1.0), clean, None
+        img = _opacities(img, region, name, rng)
+    return img, clean, None
 
 
 def _render_cxr(size: int, diagnosis: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, None]:
     have_rg3 = _dicom_path("RG3_UNCR.dcm") is not None
     name = "RG3_UNCR.dcm" if have_rg3 and rng.uniform() < 0.25 else "RG1_UNCR.dcm"
-    base = _cr_base(name, 2 * size)
-    img = _affine_warp(base, size, rng, rotation=6.0, zoom=(1.0, 1.2), shift=0.04, flip=False, cval=None)
-    img = np.clip(img, 0.0, 1.0) ** rng.uniform(0.85, 1.15)
+    base, region = _cr_base(name, 2 * size)
+    stacked = np.stack([base, region], -1)
+    warped = _affine_warp(stacked, size, rng, rotation=6.0, zoom=(1.0, 1.2), shift=0.04, flip=False, cval=None)
+    img, region = np.clip(warped[..., 0], 0.0, 1.0) ** rng.uniform(0.85, 1.15), warped[..., 1]
     clean = img.copy()
     if diagnosis == 1:
-        smooth = ndimage.gaussian_filter(img, 1.5)
-        m = size // 7
-        box = np.zeros_like(img, dtype=bool)
-        box[m:-m, m:-m] = True
-        lo, hi = np.percentile(smooth[box], [10, 45] if name.startswith("RG1") else [20, 60])
-        region = box & (smooth > lo) & (smooth < hi)  # RG1: lung fields; RG3: soft tissue
-        for cy, cx in _sample_positions(region, int(rng.integers(1, 3)), rng):
-            b = _irregular(_blob(size, cy, cx, rng.uniform(0.05, 0.1) * size, rng), rng, 2.5 * size / 64)
-            img = img + rng.uniform(0.1, 0.22) * b
-    return np.clip(img, 0.0, 1.0), clean, None
+        img = _opacities(img, region, name, rng)
+    return img, clean, None
 
 
 _RENDERERS = {"fundus": _render_fundus, "octa": _render_octa, "ct": _render_ct, "cxr": _render_cxr}
