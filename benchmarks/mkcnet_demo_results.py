@@ -91,7 +91,8 @@ def _run_bundle(workdir: Path, files: Sequence[str], overrides: dict[str, Any], 
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_arg(files)]
     cmd += ["--logging_file", "configs/logging.conf"]
     for key, value in overrides.items():
-        cmd += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+        # python-fire (the bundle CLI) parses Python literals: JSON's false/null would arrive as strings
+        cmd += [f"--{key}", value if isinstance(value, str) else repr(value)]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     start = time.perf_counter()
     with open(log, "w") as fh:
