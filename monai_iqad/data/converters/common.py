@@ -24,6 +24,7 @@ __all__ = [
     "find_dataset_dir",
     "has_split_files",
     "check_images",
+    "raise_if_missing",
     "finish_splits",
     "labels_from_split",
     "convert_mkcnet_splits",
@@ -203,12 +204,18 @@ def has_split_files(folder: str | os.PathLike) -> bool:
     return find_child(folder, SPLIT_FILE_NAMES["training"], kind="file") is not None
 
 
+def raise_if_missing(source: str | os.PathLike, missing: Sequence[str], what: str = "image(s) not found") -> None:
+    """Raise one :class:`ConversionError` ``"<source>: N <what>: a, b, c, d, e and K more"`` when ``missing`` is
+    not empty (up to 5 names listed)."""
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise ConversionError(f"{source}: {len(missing)} {what}: {', '.join(missing[:5])}{more}")
+
+
 def check_images(items: Sequence[Mapping[str, Any]], source: str) -> None:
     """Raise :class:`ConversionError` listing (up to 5 of) the images that do not exist."""
     missing = [str(it["image"]) for it in items if not Path(it["image"]).is_file()]
-    if missing:
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise ConversionError(f"{source}: {len(missing)} image file(s) not found: {', '.join(missing[:5])}{more}")
+    raise_if_missing(source, missing, "image file(s) not found")
 
 
 def finish_splits(

@@ -37,6 +37,7 @@ from monai_iqad.data.converters.common import (
     finish_splits,
     has_split_files,
     index_files,
+    raise_if_missing,
     read_table,
 )
 from monai_iqad.data.datalist import write_datalist
@@ -140,9 +141,7 @@ def _items_from_csv(csv_path: Path, image_root: Path | None, check_files: bool) 
         items.append(
             {"image": str(found), "diagnosis": row["diagnosis"], "quality": row["quality"], "patient": row["patient"]}
         )
-    if missing:
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise ConversionError(f"{csv_path}: {len(missing)} image(s) not found: {', '.join(missing[:5])}{more}")
+    raise_if_missing(csv_path, missing)
     return items
 
 

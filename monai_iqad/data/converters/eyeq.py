@@ -33,6 +33,7 @@ from monai_iqad.data.converters.common import (
     has_split_files,
     index_files,
     parse_int,
+    raise_if_missing,
     read_table,
 )
 from monai_iqad.data.datalist import write_datalist
@@ -101,12 +102,7 @@ def _resolve_images(rows: list[dict], roots: list[Path], source: Path, check_fil
                 continue
             found = roots[0] / name
         items.append({"image": str(found), "diagnosis": row["diagnosis"], "quality": row["quality"]})
-    if missing:
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise ConversionError(
-            f"{source}: {len(missing)} image(s) not found under {', '.join(map(str, roots))}: "
-            f"{', '.join(missing[:5])}{more}"
-        )
+    raise_if_missing(source, missing, f"image(s) not found under {', '.join(map(str, roots))}")
     return items
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monai_iqad.data.converters.common import ConversionError, read_table
+from monai_iqad.data.converters.common import ConversionError, raise_if_missing, read_table
 from monai_iqad.data.datalist import split_items, write_datalist
 
 __all__ = ["convert_md72", "read_mos_csv"]
@@ -128,9 +128,7 @@ def convert_md72(
         if row["group"] is not None:
             item["group"] = row["group"]
         items.append(item)
-    if missing:
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise ConversionError(f"{csv_path}: {len(missing)} image(s) not found: {', '.join(missing[:5])}{more}")
+    raise_if_missing(csv_path, missing)
     grouped = any("group" in it for it in items)
     group = (lambda it: it.get("group", it["image"])) if grouped else None
     train, val, test = split_items(

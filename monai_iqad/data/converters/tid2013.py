@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from monai_iqad.data.converters.common import ConversionError, find_child
+from monai_iqad.data.converters.common import ConversionError, find_child, raise_if_missing
 from monai_iqad.data.datalist import split_items, write_datalist
 
 __all__ = ["convert_tid2013", "read_tid2013_mos", "TID2013_DISTORTIONS"]
@@ -156,12 +156,7 @@ def convert_tid2013(
                 "level": r["level"],
             }
         )
-    if missing:
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise ConversionError(
-            f"{img_dir}: {len(missing)} image(s) listed in {mos_file.name} not found (case-insensitive): "
-            f"{', '.join(missing[:5])}{more}"
-        )
+    raise_if_missing(img_dir, missing, f"image(s) listed in {mos_file.name} not found (case-insensitive)")
     train, val, test = split_items(
         items, (1 - val_fraction - test_fraction, val_fraction, test_fraction), seed=seed, group="reference"
     )
