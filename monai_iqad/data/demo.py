@@ -923,32 +923,48 @@ def _render_octa(size: int, diagnosis: int, rng: np.random.Generator) -> tuple[n
     return compose(cap, faz_r * rng.uniform(1.3, 1.6), extra), clean, None
 
 
+def _opacity_scene(
+    name: str,
+    base: np.ndarray,
+    region: np.ndarray,
+    size: int,
+    diagnosis: int,
+    rng: np.random.Generator,
+    gamma: tuple[float, float],
+    **warp: Any,
+) -> tuple[np.ndarray, np.ndarray, None]:
+    """CT/CR scene: warp the base image and its lesion mask together (``_affine_warp`` arguments in ``warp``), jitter
+    the gamma in ``gamma``, and insert :func:`_opacities` when ``diagnosis == 1``.
+
+    Returns:
+        ``(image, lesion_free, None)`` (no field-of-view mask).
+    """
+    warped = _affine_warp(np.stack([base, region], -1), size, rng, cval=None, **warp)
+    img, region = np.clip(warped[..., 0], 0.0, 1.0) ** rng.uniform(*gamma), warped[..., 1]
+    clean = img.copy()
+    if diagnosis == 1:
+        img = _opacities(img, region, name, rng)
+    return img, clean, None
+
+
 def _render_ct(size: int, diagnosis: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, None]:
     names = [n for n in ("693_UNCR.dcm", "CT_small.dcm") if _dicom_path(n) is not None]
     if not names:  # pragma: no cover - CT_small is inside every pydicom wheel
         raise RuntimeError(f"no CT test file found; `{_INSTALL_HINT}`.")
     name = names[int(rng.integers(len(names)))]
     base, region = _ct_base(name, 2 * size)
-    stacked = np.stack([base, region], -1)
-    warped = _affine_warp(stacked, size, rng, rotation=10.0, zoom=(1.0, 1.25), shift=0.05, flip=True, cval=None)
-    img, region = np.clip(warped[..., 0], 0.0, 1.0) ** rng.uniform(0.9, 1.1), warped[..., 1]
-    clean = img.copy()
-    if diagnosis == 1:
-        img = _opacities(img, region, name, rng)
-    return img, clean, None
+    return _opacity_scene(
+        name, base, region, size, diagnosis, rng, (0.9, 1.1), rotation=10.0, zoom=(1.0, 1.25), shift=0.05, flip=True
+    )
 
 
 def _render_cxr(size: int, diagnosis: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, None]:
     have_rg3 = _dicom_path("RG3_UNCR.dcm") is not None
     name = "RG3_UNCR.dcm" if have_rg3 and rng.uniform() < 0.25 else "RG1_UNCR.dcm"
     base, region = _cr_base(name, 2 * size)
-    stacked = np.stack([base, region], -1)
-    warped = _affine_warp(stacked, size, rng, rotation=6.0, zoom=(1.0, 1.2), shift=0.04, flip=False, cval=None)
-    img, region = np.clip(warped[..., 0], 0.0, 1.0) ** rng.uniform(0.85, 1.15), warped[..., 1]
-    clean = img.copy()
-    if diagnosis == 1:
-        img = _opacities(img, region, name, rng)
-    return img, clean, None
+    return _opacity_scene(
+        name, base, region, size, diagnosis, rng, (0.85, 1.15), rotation=6.0, zoom=(1.0, 1.2), shift=0.04, flip=False
+    )
 
 
 _RENDERERS = {"fundus": _render_fundus, "octa": _render_octa, "ct": _render_ct, "cxr": _render_cxr}
