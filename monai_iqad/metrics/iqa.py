@@ -25,7 +25,6 @@ from typing import Any, Literal
 import torch
 from ignite.exceptions import NotComputableError
 from ignite.metrics import EpochMetric
-from ignite.metrics.metric import reinit__is_reduced
 from ignite.metrics.regression import KendallRankCorrelation, SpearmanRankCorrelation
 
 from monai_iqad.metrics._utils import compute_float, gather_and_compute
@@ -67,7 +66,19 @@ def _flat_scores(output: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
     return y_pred, y
 
 
-class SROCC(SpearmanRankCorrelation):
+class _FlatScores:
+    """Mixin for the Ignite epoch-wise score metrics below: shape-tolerant ``update`` (:func:`_flat_scores`) and a
+    float ``compute`` (the metric's compute function on the gathered scores; ``NotComputableError`` before data)."""
+
+    def update(self, output: Sequence[Any]) -> None:
+        """Accumulate ``(pred, target)``: tensors of any shapes with the same number of scores."""
+        super().update(_flat_scores(output))  # type: ignore[misc]
+
+    def compute(self) -> Any:
+        return compute_float(self)
+
+
+class SROCC(_FlatScores, SpearmanRankCorrelation):
     """Spearman rank-order correlation of image-level scores, as an Ignite metric (float result).
 
     ``ignite.metrics.regression.SpearmanRankCorrelation`` with shape-tolerant updates (see the module docstring) and
@@ -98,16 +109,8 @@ class SROCC(SpearmanRankCorrelation):
     def _srocc(self, pred: torch.Tensor, target: torch.Tensor) -> float:
         return srocc(pred, target, lower_better=self.lower_better)
 
-    def update(self, output: Sequence[torch.Tensor]) -> None:
-        """Accumulate ``(pred, target)``: tensors of any shapes with the same number of scores."""
-        super().update(_flat_scores(output))
 
-    def compute(self) -> float:
-        """SROCC/KRCC of all accumulated scores (gathered across processes); ``NotComputableError`` before data."""
-        return compute_float(self)
-
-
-class KRCC(KendallRankCorrelation):
+class KRCC(_FlatScores, KendallRankCorrelation):
     """Kendall rank correlation (tau-b by default) of image-level scores, as an Ignite metric (float result).
 
     ``ignite.metrics.regression.KendallRankCorrelation`` with shape-tolerant updates and
@@ -144,25 +147,9 @@ class KRCC(KendallRankCorrelation):
     def _krcc(self, pred: torch.Tensor, target: torch.Tensor) -> float:
         return krcc(pred, target, variant=self.variant, lower_better=self.lower_better)
 
-    def update(self, output: Sequence[torch.Tensor]) -> None:
-        """Accumulate ``(pred, target)``: tensors of any shapes with the same number of scores."""
-        super().update(_flat_scores(output))
 
-    def compute(self) -> float:
-        """SROCC/KRCC of all accumulated scores (gathered across processes); ``NotComputableError`` before data."""
-        return compute_float(self)
-
-
-class _ScoreEpochMetric(EpochMetric):
+class _ScoreEpochMetric(_FlatScores, EpochMetric):
     """``EpochMetric`` over flattened float64 image-level scores (shape-tolerant ``update``)."""
-
-    @reinit__is_reduced
-    def update(self, output: Sequence[torch.Tensor]) -> None:
-        """Accumulate ``(pred, target)``: tensors of any shapes with the same number of scores."""
-        super().update(_flat_scores(output))
-
-    def compute(self) -> Any:
-        return compute_float(self)
 
 
 class PLCC(_ScoreEpochMetric):
