@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import runpy
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -11,10 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from monai_iqad.data import demo, load_datalist, make_demo_data, make_iqad_demo_data
+from monai_iqad import demo
+from monai_iqad.data import load_datalist
 from monai_iqad.data.datasets import IQAD_DATASETS
+from monai_iqad.demo import make_demo_data, make_iqad_demo_data, sources
 
-HAVE_PYDICOM_DATA = demo._pydicom_data_dir() is not None
+HAVE_PYDICOM_DATA = sources.pydicom_data_dir() is not None
 needs_pydicom_data = pytest.mark.skipif(not HAVE_PYDICOM_DATA, reason="pydicom-data is not installed")
 
 
@@ -122,10 +127,10 @@ def test_saqm_is_deterministic(saqm, tmp_path):
 
 
 def test_saqm_without_any_ultrasound_file_falls_back_to_simulation(tmp_path, monkeypatch):
-    real = demo._dicom_path
+    real = sources.dicom_path
     monkeypatch.setattr(
-        demo,
-        "_dicom_path",
+        sources,
+        "dicom_path",
         lambda name: None if name.startswith(("examples", "US1", "color3d", "OBXX")) else real(name),
     )
     with pytest.warns(RuntimeWarning, match="simulated"):
@@ -136,10 +141,10 @@ def test_saqm_without_any_ultrasound_file_falls_back_to_simulation(tmp_path, mon
 
 
 def test_available_sources():
-    sources = demo.available_sources()
-    assert sources["skimage:camera"] and sources["skimage:retina"]
-    assert sources["pydicom:CT_small.dcm"]
-    assert sources["pydicom-data:RG1_UNCR.dcm"] == HAVE_PYDICOM_DATA
+    found = demo.available_sources()
+    assert found["skimage:camera"] and found["skimage:retina"]
+    assert found["pydicom:CT_small.dcm"]
+    assert found["pydicom-data:RG1_UNCR.dcm"] == HAVE_PYDICOM_DATA
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -186,8 +191,8 @@ def test_iqad_demo_validation(tmp_path, monkeypatch):
         make_iqad_demo_data(tmp_path, "eyeq", num_images=10)
     with pytest.raises(ValueError, match="diagnosis"):
         demo.simulate_iqad_sample("deepdr", 3, 0)
-    real = demo._dicom_path
-    monkeypatch.setattr(demo, "_dicom_path", lambda name: None if name[:2] in ("RG", "69") else real(name))
+    real = sources.dicom_path
+    monkeypatch.setattr(sources, "dicom_path", lambda name: None if name[:2] in ("RG", "69") else real(name))
     with pytest.raises(RuntimeError, match="pip install pydicom-data"):
         make_iqad_demo_data(tmp_path, "iqad_cxr", num_images=18)
     with pytest.warns(RuntimeWarning, match="CT_small"):
@@ -243,7 +248,39 @@ def test_same_seed_same_scene_across_quality():
     assert gray.shape == (32, 32)
 
 
-def test_cli(tmp_path, capsys):
+def test_cli(tmp_path, capsys, monkeypatch):
     assert demo.main(["--out", str(tmp_path / "d"), "--dataset", "deepdr", "--num-images", "18", "--seed", "2"]) == 0
     assert (tmp_path / "d" / "datalist.json").is_file()
     assert "deepdr" in capsys.readouterr().out
+    # the older entry point `python -m monai_iqad.data` runs the same command line and writes the same files
+    argv = ["python -m monai_iqad.data", "--out", str(tmp_path / "e"), "--dataset", "deepdr", "--num-images", "18"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--seed", "2"])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_module("monai_iqad.data", run_name="__main__")
+    assert stop.value.code == 0
+    assert _tree_bytes(tmp_path / "d") == _tree_bytes(tmp_path / "e")
+
+
+def test_data_package_imports_no_higher_layer():
+    """``data/`` is the lowest layer (docs/architecture.md): none of its modules imports ``demo`` or ``transforms``
+    and above (``data/__main__.py``, an entry point that nothing imports, may forward to ``demo``)."""
+    root = Path(demo.__file__).parents[1] / "data"
+    higher = {"demo", "transforms", "networks", "losses", "metrics", "engines", "handlers", "label"}
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if path == root / "__main__.py":
+            continue
+        package = ["monai_iqad", "data", *path.relative_to(root).parent.parts]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):  # resolve relative imports against the file's package
+                base = package[: len(package) - node.level + 1] if node.level else []
+                modules = [".".join([*base, *(node.module or "").split(".")]).rstrip(".")]
+            else:
+                continue
+            for module in modules:
+                parts = module.split(".")
+                if parts[0] == "monai_iqad" and len(parts) > 1 and parts[1] in higher:
+                    offenders.append(f"{path.relative_to(root)}: {module}")
+    assert not offenders

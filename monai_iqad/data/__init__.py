@@ -1,4 +1,7 @@
-"""monai_iqad.data: image reading, datalists, per-dataset constants and dataset converters."""
+"""monai_iqad.data: image reading, datalists, per-dataset constants and dataset converters.
+
+The demo data builders moved to :mod:`monai_iqad.demo` (it sits above ``transforms``, whose degradations it uses).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,6 @@ from .converters import (
 )
 from .datalist import DatalistError, datalist_mos_range, list_images, load_datalist, split_items, write_datalist
 from .datasets import IQAD_DATASETS, IQADDatasetInfo, get_dataset_info, remap_dr_grade
-from .demo import available_sources, make_demo_data, make_iqad_demo_data
 from .image_io import ImageReadError, read_image
+from .reader import IQADImageReader
 from .samplers import EpochSampler
