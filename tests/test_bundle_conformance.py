@@ -4,7 +4,7 @@ Per bundle: the required files; ``metadata.json`` against MONAI's metadata schem
 ``meta_schema_20240725.json`` when ``../shared`` exists, and always against the schema's required fields written
 here); ``network_data_format`` against the real network; ``verify_net_in_out``; TorchScript (``ckpt_export``) and
 ONNX exports that reproduce the eager outputs; MONAI's train/infer property checks; no absolute paths in configs; no
-file over 25 MB in git; ``large_files.yml`` for the weights kept out of git.
+file over 25 MB in git (``large_files.yml`` and the zoo's full verification: ``test_model_zoo_verify.py``).
 
 Tolerances: TorchScript runs the same kernels as eager PyTorch, so its outputs must match to 1e-6 (absolute and
 relative); ONNX Runtime uses its own kernels, so its outputs must match to 1e-5 absolute, 1e-4 relative.
@@ -407,42 +407,4 @@ def test_no_file_over_25mb(name):
     assert not big, f"files over 25 MB would go into git (list them in large_files.yml instead): {big}"
 
 
-def _parse_large_files(text: str) -> list[dict[str, str]]:
-    """The ``large_files`` list of a model-zoo ``large_files.yml`` (block style, scalar values), without PyYAML."""
-    entries: list[dict[str, str]] = []
-    in_list = False
-    for raw in text.splitlines():
-        line = raw.split(" #", 1)[0].rstrip() if not raw.lstrip().startswith("#") else ""
-        if not line.strip():
-            continue
-        if re.fullmatch(r"large_files:\s*", line):
-            in_list = True
-            continue
-        if not in_list:
-            continue
-        m = re.fullmatch(r"\s*(-\s+)?([A-Za-z_]+):\s*(.*)", line)
-        assert m, f"cannot parse large_files.yml line {raw!r}"
-        if m.group(1):
-            entries.append({})
-        assert entries, f"large_files.yml: {raw!r} outside a list item"
-        entries[-1][m.group(2)] = m.group(3).strip().strip("\"'")
-    return entries
-
-
-@pytest.mark.parametrize("name", BUNDLES)
-def test_large_files_yml_lists_weights_outside_git(name):
-    """Weights are git-ignored (``bundles/*/models/*.pt``), so each bundle lists them in ``large_files.yml``."""
-    root = bundle_dir(name)
-    file = root / "large_files.yml"
-    assert file.is_file(), f"bundle {name}: models/model.pt lives outside git, so large_files.yml is required"
-    entries = _parse_large_files(file.read_text(encoding="utf-8"))
-    paths = [e.get("path") for e in entries]
-    assert "models/model.pt" in paths, f"large_files.yml lists {paths}, not models/model.pt"
-    for e in entries:
-        assert {"path", "url"} <= set(e), f"entry {e} needs 'path' and 'url'"
-        assert e.get("hash_type", "md5") in ("md5", "sha1", "sha256", "sha512")
-        assert not Path(e["path"]).is_absolute()
-        rel = (root / e["path"]).relative_to(REPO)
-        ignored = _git("check-ignore", "-q", "--no-index", str(rel))
-        if shutil.which("git") is not None and (REPO / ".git").exists():
-            assert ignored is not None, f"{rel} is listed in large_files.yml but not git-ignored"
+# large_files.yml: tests/test_model_zoo_verify.py (the model zoo's verify_bundle.py steps, offline)
