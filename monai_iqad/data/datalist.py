@@ -5,8 +5,9 @@ Format (see ``docs/data.md``)::
     {"training": [{"image": "imgs/a.png", "mos": 5.1, "domain": "source"}, ...],
      "validation": [...], "test": [...]}
 
-- IQA items: ``{"image", "mos", "domain", "frame"?, "slice"?}``; ``mos`` may be ``null``/missing for unlabelled
-  target images when ``require_mos`` allows it.
+- IQA items: ``{"image", "mos", "domain", "frame"?, "slice"?}``; ``mos`` is a finite number, or ``null``/missing for
+  unlabelled target images when ``require_mos`` allows it (``NaN``/``Infinity`` are refused in every domain); a MOS
+  outside the domain's ``mos_range`` is refused with the item named.
 - IQAD items: ``{"image", "diagnosis", "quality"}`` (integers; joint label ``quality * num_diagnosis + diagnosis``).
 
 Relative ``image`` paths are relative to the datalist's folder (or ``base_dir``). Every problem raises
@@ -16,6 +17,7 @@ Relative ``image`` paths are relative to the datalist's folder (or ``base_dir``)
 from __future__ import annotations
 
 import json
+import logging
 import math
 import numbers
 import os
@@ -25,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from monai_iqad.utils.errors import EmptyDataError, MonaiIqadError
 from monai_iqad.utils.io import atomic_write_text
 
 __all__ = [
@@ -34,14 +37,33 @@ __all__ = [
     "split_items",
     "datalist_mos_range",
     "list_images",
+    "find_images",
+    "EmptyDatalistError",
+    "labelled_items",
     "DOMAINS",
 ]
 
 DOMAINS = ("source", "target")
+#: MOS values outside ``mos_range`` by at most this fraction of the range are accepted (as ``NormalizeMOS`` does)
+MOS_TOLERANCE = 0.05
+
+logger = logging.getLogger(__name__)
 
 
-class DatalistError(ValueError):
-    """A datalist file or one of its items is invalid; the message names the file, key, item index and image."""
+class DatalistError(MonaiIqadError, ValueError):
+    """A datalist file or one of its items is invalid; the message names the file, key, item index and image.
+
+    Attributes ``file`` (the datalist), ``item`` (the item index) and ``field`` (``"mos"``, ``"domain"``...) say the
+    same for programs.
+    """
+
+    hint = "correct the datalist item named in the message (see docs/data.md for the datalist format)"
+
+
+class EmptyDatalistError(DatalistError, EmptyDataError):
+    """A datalist section, or one of its domains, holds no (labelled) item: a run would train on nothing."""
+
+    hint = EmptyDataError.hint
 
 
 def _where(path: str | os.PathLike, key: str, index: int | None = None, image: Any = None) -> str:
@@ -75,14 +97,14 @@ def _as_mos(value: Any) -> float | None:
 
 def _read_json(path: Path) -> Any:
     if not path.is_file():
-        raise DatalistError(f"{path}: datalist file not found")
+        raise DatalistError(f"{path}: datalist file not found", file=path)
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as e:
-        raise DatalistError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
+        raise DatalistError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})", file=path) from e
     except (OSError, UnicodeDecodeError) as e:
-        raise DatalistError(f"{path}: cannot read the datalist ({e})") from e
+        raise DatalistError(f"{path}: cannot read the datalist ({e})", file=path) from e
 
 
 def load_datalist(
@@ -95,6 +117,7 @@ def load_datalist(
     num_diagnosis: int | None = None,
     num_quality: int | None = None,
     domain: str | None = None,
+    mos_range: Sequence[float] | Mapping[str, Sequence[float] | None] | None = None,
 ) -> list[dict]:
     """Load and validate one section of a MONAI-style datalist.
 
@@ -111,15 +134,20 @@ def load_datalist(
         num_quality: IQAD only; when given, ``quality`` must lie in ``[0, num_quality)``.
         domain: keep only the items of this domain (``"source"`` or ``"target"``; items without ``domain`` count as
             ``"source"``).
+        mos_range: IQA only: the raw MOS scale ``(low, high)`` (or ``{"source": (low, high), "target": ...}``) that
+            every MOS must lie in, give or take ``MOS_TOLERANCE`` of the range (what ``NormalizeMOSd`` accepts).
+            Default: the ranges recorded in the datalist's top-level ``"mos_range"`` entry, when it has one.
 
     Returns:
         A list of new item dicts with absolute ``image`` paths (other keys are kept).
 
     Raises:
         DatalistError: (a ``ValueError``) missing/invalid file, missing or empty section, item without ``image``,
-            image not found, MOS missing / not a number / NaN where required, unknown domain, diagnosis/quality not an
-            integer or out of range, or no item left after the ``domain`` filter. The message names the datalist file,
-            the key, the item index and the image.
+            image not found, MOS missing where required, not a number, NaN/infinite or outside ``mos_range``, unknown
+            domain, diagnosis/quality not an integer or out of range. The message names the datalist file, the key,
+            the item index and the image.
+        EmptyDatalistError: (a ``DatalistError`` and an ``EmptyDataError``) empty section, or no item left after the
+            ``domain`` filter.
     """
     path = Path(path)
     if task not in ("iqa", "iqad"):
@@ -130,43 +158,55 @@ def load_datalist(
         raise ValueError(f"domain must be one of {DOMAINS} or None, got {domain!r}")
     data = _read_json(path)
     if not isinstance(data, Mapping):
-        raise DatalistError(f"{path}: a datalist must be a JSON object with sections such as 'training'")
+        raise DatalistError(f"{path}: a datalist must be a JSON object with sections such as 'training'", file=path)
     if key not in data:
         sections = sorted(k for k, v in data.items() if isinstance(v, list))
-        raise DatalistError(f"{_where(path, key)}: key not found in the datalist (sections: {sections})")
+        raise DatalistError(f"{_where(path, key)}: key not found in the datalist (sections: {sections})", file=path)
     items = data[key]
     if not isinstance(items, list):
-        raise DatalistError(f"{_where(path, key)}: must be a list of items, got {type(items).__name__}")
+        raise DatalistError(f"{_where(path, key)}: must be a list of items, got {type(items).__name__}", file=path)
     if not items:
-        raise DatalistError(f"{_where(path, key)}: the datalist section is empty")
+        raise EmptyDatalistError(f"{_where(path, key)}: the datalist section is empty", file=path, field=key)
+    ranges = _mos_ranges(path, data, mos_range) if task == "iqa" else {}
     base = Path(base_dir) if base_dir is not None else path.parent
     out = []
     for index, raw in enumerate(items):
         item = {"image": raw} if isinstance(raw, str) else raw
         if not isinstance(item, Mapping):
-            raise DatalistError(f"{_where(path, key, index)}: an item must be an object, got {type(raw).__name__}")
+            raise DatalistError(
+                f"{_where(path, key, index)}: an item must be an object, got {type(raw).__name__}",
+                file=path,
+                item=index,
+            )
         item = dict(item)
         image = item.get("image")
         if not isinstance(image, str) or not image.strip():
-            raise DatalistError(f"{_where(path, key, index)}: 'image' is missing or not a path string ({image!r})")
-        where = _where(path, key, index, image)
+            raise DatalistError(
+                f"{_where(path, key, index)}: 'image' is missing or not a path string ({image!r})",
+                file=path,
+                item=index,
+                field="image",
+            )
+        where = _Where(path, key, index, image)
         resolved = Path(os.path.expanduser(image))
         if not resolved.is_absolute():
             resolved = base / resolved
         resolved = Path(os.path.normpath(resolved))
         if check_files and not resolved.is_file():
-            raise DatalistError(f"{where}: image file not found: {resolved}")
+            from .image_io import file_problem
+
+            raise where.error(f"{file_problem(resolved) or 'not a regular file'}: {resolved}", "image")
         item["image"] = str(resolved)
         for opt in ("frame", "slice"):
             if opt in item and item[opt] is not None:
                 value = _as_int(item[opt])
                 if value is None or value < 0:
-                    raise DatalistError(f"{where}: {opt!r} must be a non-negative integer, got {item[opt]!r}")
+                    raise where.error(f"{opt!r} must be a non-negative integer, got {item[opt]!r}", opt)
                 item[opt] = value
         if task == "iqa":
             # items of another domain are not loaded, so their labels are not required (the domain must be valid)
             skip = domain is not None and item.get("domain", "source") != domain
-            _validate_iqa(item, where, False if skip else require_mos)
+            _validate_iqa(item, where, False if skip else require_mos, ranges)
             if skip:
                 continue
         else:
@@ -174,44 +214,136 @@ def load_datalist(
         out.append(item)
     if domain is not None:
         if not out:
-            raise DatalistError(f"{_where(path, key)}: no item of domain {domain!r} (empty domain after filtering)")
+            raise EmptyDatalistError(
+                f"{_where(path, key)}: the {key!r} split has no item of domain {domain!r} "
+                f"(empty domain after filtering; domains present: {sorted({_domain_of(i) for i in items})})",
+                file=path,
+                field="domain",
+            )
     return out
 
 
-def _validate_iqa(item: dict, where: str, require_mos: bool | str) -> None:
+def _domain_of(raw: Any) -> str:
+    return str(raw.get("domain", "source")) if isinstance(raw, Mapping) else "source"
+
+
+class _Where:
+    """Where an item is (datalist, key, index, image), to build errors that name it."""
+
+    def __init__(self, path: Path, key: str, index: int, image: Any) -> None:
+        self.path, self.key, self.index, self.image = path, key, index, image
+
+    def __str__(self) -> str:
+        return _where(self.path, self.key, self.index, self.image)
+
+    def error(self, problem: str, field: str | None = None) -> DatalistError:
+        return DatalistError(f"{self}: {problem}", file=self.path, item=self.index, field=field)
+
+
+def _mos_ranges(
+    path: Path, data: Mapping[str, Any], mos_range: Sequence[float] | Mapping[str, Any] | None
+) -> dict[str, tuple[float, float]]:
+    """``{domain: (low, high)}`` from ``mos_range`` (a pair or a per-domain mapping) or the datalist's record."""
+    explicit = mos_range is not None
+    if not explicit:
+        mos_range = data.get("mos_range")
+        if not isinstance(mos_range, Mapping):
+            return {}
+    if isinstance(mos_range, Mapping):
+        per_domain = {d: mos_range.get(d) for d in DOMAINS}
+    else:
+        per_domain = dict.fromkeys(DOMAINS, mos_range)
+    out = {}
+    for dom, value in per_domain.items():
+        if value is None:
+            continue
+        try:
+            low, high = (float(v) for v in value)
+        except (TypeError, ValueError):
+            if not explicit:  # an unusable record is reported by datalist_mos_range when a bundle needs it
+                continue
+            raise ValueError(f"mos_range of domain {dom!r} must be (low, high), got {value!r}") from None
+        if math.isfinite(low) and math.isfinite(high) and low < high:
+            out[dom] = (low, high)
+        elif explicit:
+            raise ValueError(f"mos_range of domain {dom!r} must be finite with low < high, got {value!r}")
+    return out
+
+
+def _validate_iqa(item: dict, where: _Where, require_mos: bool | str, ranges: Mapping[str, tuple]) -> None:
     dom = item.get("domain", "source")
     if dom not in DOMAINS:
-        raise DatalistError(f"{where}: domain must be one of {DOMAINS}, got {dom!r}")
+        raise where.error(f"domain must be one of {DOMAINS}, got {dom!r}", "domain")
     item["domain"] = dom
     required = require_mos is True or (require_mos == "source" and dom == "source")
     raw = item.get("mos")
     if raw is None:
         if required:
-            raise DatalistError(f"{where}: 'mos' is missing (required for {dom} items here)")
+            raise where.error(f"'mos' is missing (required for {dom} items here)", "mos")
         item["mos"], item["labelled"] = float("nan"), 0
         return
     mos = _as_mos(raw)
     if mos is None:
-        raise DatalistError(f"{where}: 'mos' is not a number ({raw!r})")
+        raise where.error(f"'mos' is not a number ({raw!r})", "mos")
     if not math.isfinite(mos):
-        if required or not math.isnan(mos):
-            raise DatalistError(f"{where}: 'mos' must be a finite number, got {raw!r}")
-        item["mos"], item["labelled"] = float("nan"), 0
-        return
+        # NaN is not "unlabelled": an unlabelled item says so with null (or no 'mos' at all)
+        raise where.error(f"'mos' must be a finite number, or null for an unlabelled image; got {raw!r}", "mos")
+    if dom in ranges:
+        low, high = ranges[dom]
+        slack = MOS_TOLERANCE * (high - low)
+        if not low - slack <= mos <= high + slack:
+            raise where.error(
+                f"'mos' {mos:g} is outside the {dom} mos_range [{low:g}, {high:g}] (tolerance {MOS_TOLERANCE:g} of "
+                "the range): a wrong scale (e.g. 0-100 scores, DMOS) or a wrong mos_range",
+                "mos",
+            )
     item["mos"], item["labelled"] = mos, 1
 
 
-def _validate_iqad(item: dict, where: str, num_diagnosis: int | None, num_quality: int | None) -> None:
+def _validate_iqad(item: dict, where: _Where, num_diagnosis: int | None, num_quality: int | None) -> None:
     for name, count in (("diagnosis", num_diagnosis), ("quality", num_quality)):
         if name not in item or item[name] is None:
-            raise DatalistError(f"{where}: {name!r} label is missing")
+            raise where.error(f"{name!r} label is missing", name)
         value = _as_int(item[name])
         if value is None:
-            raise DatalistError(f"{where}: {name!r} must be an integer class index, got {item[name]!r}")
+            raise where.error(f"{name!r} must be an integer class index, got {item[name]!r}", name)
         if value < 0 or (count is not None and value >= count):
             bound = f"[0, {count - 1}]" if count is not None else ">= 0"
-            raise DatalistError(f"{where}: {name!r} label {value} out of range {bound}")
+            raise where.error(f"{name!r} label {value} out of range {bound}", name)
         item[name] = value
+
+
+def labelled_items(
+    items: Sequence[Mapping[str, Any]],
+    datalist: str | os.PathLike | None = None,
+    key: str = "training",
+    domain: str | None = None,
+) -> list[Mapping[str, Any]]:
+    """The items of ``items`` (from :func:`load_datalist`) that have a MOS; an error when there is none.
+
+    A training run over no labelled item would otherwise "succeed": MONAI skips a run whose data loader is empty
+    (``dataloader is empty... skip the run``), exits 0 and writes no model.
+
+    Args:
+        items: loaded items (with the ``labelled`` flag set by :func:`load_datalist`).
+        datalist, key, domain: named in the error message.
+
+    Raises:
+        EmptyDatalistError: no item is labelled.
+    """
+    out = [it for it in items if it.get("labelled", 1)]
+    if not out:
+        where = f"{os.fspath(datalist)} [{key!r}]" if datalist is not None else f"[{key!r}]"
+        dom = f" of domain {domain!r}" if domain else ""
+        raise EmptyDatalistError(
+            f"{where}: nothing to train on: the {key!r} split has no labelled item{dom} ({len(items)} item(s), all "
+            "with mos null)",
+            file=datalist,
+            field="mos",
+            hint="give some of these items a MOS, or train in a mode that does not need them "
+            "(e.g. the unsupervised_da.json overlay)",
+        )
+    return out
 
 
 def _jsonable(value: Any) -> Any:
@@ -344,29 +476,70 @@ def datalist_mos_range(
     except (TypeError, ValueError) as exc:
         raise DatalistError(
             f"{path}: no usable 'mos_range' for domain '{domain}' ({value!r}); add "
-            f'"mos_range": {{"{domain}": [low, high]}} to the datalist or set the bundle\'s mos_range.'
+            f'"mos_range": {{"{domain}": [low, high]}} to the datalist or set the bundle\'s mos_range.',
+            file=path,
+            field="mos_range",
         ) from exc
     if not low < high:
-        raise DatalistError(f"{path}: 'mos_range' of domain '{domain}' must have low < high, got {value!r}.")
+        raise DatalistError(
+            f"{path}: 'mos_range' of domain '{domain}' must have low < high, got {value!r}.",
+            file=path,
+            field="mos_range",
+        )
     return low, high
 
 
-def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[dict[str, str]]:
-    """``[{"image": path}, ...]`` for every readable image file (PNG/JPEG/BMP/TIFF, DICOM, NIfTI) under ``folder``.
+def find_images(folder: str | os.PathLike, recursive: bool = True) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """The image files under ``folder`` and the files left out, each with the reason.
 
-    Used by the inference configs to score a folder without a datalist. Files are sorted for determinism.
+    A file whose name has an image suffix (PNG/JPEG/BMP/TIFF, DICOM, NIfTI) is an image item, even when it cannot be
+    opened (a broken symbolic link, a link loop, no permission): leaving it out would hide it, so it reaches the
+    reader, which names the problem (an error, or an error row with ``on_error="skip"``). Other files are left out
+    with ``"not an image file name (suffix ...)"``; symbolic links to folders are not followed (``rglob``) and are
+    left out with that reason. Both lists are sorted by path.
+
+    Returns:
+        ``(items, skipped)``: ``[{"image": path}, ...]`` and ``[{"file": path, "reason": why}, ...]``.
 
     Raises:
-        DatalistError: when ``folder`` does not exist or holds no image.
+        DatalistError: when ``folder`` does not exist.
     """
     from .image_io import DICOM_SUFFIXES, NIFTI_SUFFIXES, PIL_SUFFIXES
 
     root = Path(folder)
     if not root.is_dir():
-        raise DatalistError(f"{root}: input folder does not exist.")
+        raise DatalistError(f"{root}: input folder does not exist.", file=root)
     suffixes = PIL_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES
-    files = sorted(p for p in (root.rglob("*") if recursive else root.iterdir()) if p.is_file())
-    items = [{"image": str(p)} for p in files if p.name.lower().endswith(suffixes)]
+    items, skipped = [], []
+    for p in sorted(root.rglob("*") if recursive else root.iterdir()):
+        if p.name.lower().endswith(suffixes) and not p.is_dir():
+            items.append({"image": str(p)})
+        elif p.is_symlink() and p.is_dir():
+            skipped.append({"file": str(p), "reason": "symbolic link to a folder (not followed)"})
+        elif not p.is_dir():
+            skipped.append({"file": str(p), "reason": f"not an image file name (suffix not in {', '.join(suffixes)})"})
+    return items, skipped
+
+
+def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[dict[str, str]]:
+    """``[{"image": path}, ...]`` for every image file (PNG/JPEG/BMP/TIFF, DICOM, NIfTI) under ``folder``.
+
+    Used by the inference configs to score a folder without a datalist. Files are sorted for determinism. The files
+    left out (see :func:`find_images`) are counted and listed in a warning, never dropped silently.
+
+    Raises:
+        DatalistError: when ``folder`` does not exist or holds no image.
+    """
+    items, skipped = find_images(folder, recursive)
+    if skipped:
+        shown = "; ".join(f"{s['file']} ({s['reason']})" for s in skipped[:20])
+        more = f"; ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+        logger.warning(f"{folder}: {len(items)} image file(s); skipped {len(skipped)} other file(s): {shown}{more}")
     if not items:
-        raise DatalistError(f"{root}: no image files ({', '.join(suffixes)}) found.")
+        reasons = f" ({len(skipped)} other file(s) skipped: {skipped[0]['file']}: {skipped[0]['reason']}...)"
+        raise EmptyDatalistError(
+            f"{folder}: no image files found{reasons if skipped else ''}",
+            file=folder,
+            hint="point input_dir at a folder of PNG/JPEG/BMP/TIFF, DICOM or NIfTI files",
+        )
     return items

@@ -10,15 +10,19 @@ demo data. It differs from MONAI's ``LoadImage`` on purpose:
   (inverting it is the job of :class:`monai_iqad.transforms.InvertMonochrome1d`);
 - a multi-frame DICOM (cine loop, enhanced multi-frame) gives one frame (``frame=``; the middle frame by default);
 - a 3D NIfTI volume is refused unless a ``slice_index`` is chosen;
-- every failure raises :class:`ImageReadError` whose message starts with the file name.
+- NaN or infinite pixel values are refused (they would be scored ``nan`` silently);
+- every failure raises :class:`ImageReadError` whose message starts with the file name (a missing file, a broken
+  symbolic link and a symbolic link loop are told apart).
 
 It works with numpy 1.26 and 2.x, and with pydicom 2.4 and 3.x.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +32,8 @@ import numpy as np
 import pydicom
 from PIL import Image, UnidentifiedImageError
 from pydicom.errors import InvalidDicomError
+
+from monai_iqad.utils.errors import MonaiIqadError
 
 try:  # pydicom >= 3
     from pydicom.pixels import apply_color_lut, apply_modality_lut, convert_color_space
@@ -40,7 +46,15 @@ except ImportError:  # pragma: no cover - pydicom 2.x
     _get_decoder = None
     _PYDICOM3 = False
 
-__all__ = ["ImageReadError", "read_image", "image_format", "PIL_SUFFIXES", "DICOM_SUFFIXES", "NIFTI_SUFFIXES"]
+__all__ = [
+    "ImageReadError",
+    "read_image",
+    "image_format",
+    "file_problem",
+    "PIL_SUFFIXES",
+    "DICOM_SUFFIXES",
+    "NIFTI_SUFFIXES",
+]
 
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".jp2", ".ppm", ".pgm")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
@@ -66,14 +80,39 @@ _YBR_CONVERTIBLE = ("YBR_FULL", "YBR_FULL_422")
 _YBR_DECODED_AS_RGB = ("YBR_ICT", "YBR_RCT")
 
 
-class ImageReadError(ValueError):
-    """An image file could not be read as one 2D image; the message names the file and the reason."""
+class ImageReadError(MonaiIqadError, ValueError):
+    """An image file could not be read as one 2D image; the message names the file and the reason (``.file``)."""
+
+    hint = "check that the file is a complete PNG/JPEG/BMP/TIFF, DICOM or NIfTI image, or remove it from the input"
 
 
 def _fail(path: str | os.PathLike, problem: str, exc: BaseException | None = None) -> ImageReadError:
     """Build an :class:`ImageReadError` whose message starts with the file name."""
     reason = f" ({type(exc).__name__}: {exc})" if exc is not None else ""
-    return ImageReadError(f"{os.fspath(path)}: {problem}{reason}")
+    return ImageReadError(f"{os.fspath(path)}: {problem}{reason}", file=path)
+
+
+def file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be opened as a regular file, or None when it can.
+
+    ``"image file not found"``, ``"broken symbolic link (its target does not exist)"``, ``"symbolic link loop"``,
+    ``"permission denied"``, ``"not a regular file (a folder, device or socket)"``...
+    """
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symbolic link loop (the link points back to itself)"
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return (
+                "broken symbolic link (its target does not exist)" if os.path.islink(path) else "image file not found"
+            )
+        if e.errno == errno.EACCES:
+            return "permission denied"
+        return f"cannot access the file ({e.strerror or e})"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (a folder, device or socket)"
+    return None
 
 
 def image_format(path: str | os.PathLike) -> str:
@@ -86,8 +125,9 @@ def image_format(path: str | os.PathLike) -> str:
         ImageReadError: when the file does not exist or its format is not recognised.
     """
     p = Path(path)
-    if not p.is_file():
-        raise _fail(path, "image file not found" if not p.exists() else "not a regular file")
+    problem = file_problem(p)
+    if problem is not None:
+        raise _fail(path, problem)
     name = p.name.lower()
     if name.endswith(NIFTI_SUFFIXES):
         return "nifti"
@@ -485,8 +525,25 @@ def read_image(
         Pillow adds ``original_mode``.
 
     Raises:
-        ImageReadError: (a ``ValueError``) naming the file: missing file, unknown format, corrupt/truncated data,
-            unsupported channel count or colour model, frame/slice out of range, 3D volume without ``slice_index``.
+        ImageReadError: (a ``ValueError``) naming the file: missing file, broken symbolic link or link loop, unknown
+            format, corrupt/truncated data, unsupported channel count or colour model, frame/slice out of range, 3D
+            volume without ``slice_index``, NaN or infinite pixel values (also values beyond the float32 range).
     """
     fmt = image_format(path)
-    return _READERS[fmt](path, frame, slice_index)
+    array, meta = _READERS[fmt](path, frame, slice_index)
+    _check_finite(path, array)
+    return array, meta
+
+
+def _check_finite(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Refuse NaN/inf pixels: a network maps them to a ``nan`` score without any warning."""
+    finite = np.isfinite(array)
+    if finite.all():
+        return
+    n_nan = int(np.isnan(array).sum())
+    n_inf = int(array.size - finite.sum()) - n_nan
+    raise _fail(
+        path,
+        f"{n_nan + n_inf} non-finite pixel value(s) of {array.size} ({n_nan} NaN, {n_inf} infinite; values beyond "
+        "the float32 range count as infinite): repair or exclude the image",
+    )

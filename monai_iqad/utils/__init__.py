@@ -1,4 +1,4 @@
-"""monai_iqad.utils: small shared helpers (atomic file writes, distributed helpers)."""
+"""monai_iqad.utils: small shared helpers (atomic file writes, distributed helpers, the project's errors)."""
 
 from __future__ import annotations
 
@@ -13,4 +13,17 @@ from .dist import (
     is_rank0,
     unwrap_module,
 )
-from .io import atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text
+from .errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    EmptyDataError,
+    FileWriteError,
+    InputError,
+    MonaiIqadError,
+    install_bundle_excepthook,
+    install_excepthook,
+)
+from .io import atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text, remove_stale_temporaries
+
+# a `python -m monai.bundle run` process shows the project's errors as one message plus a hint (see utils/errors.py)
+install_bundle_excepthook()
