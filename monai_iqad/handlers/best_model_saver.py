@@ -13,7 +13,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from monai_iqad.utils.dist import is_rank0
-from monai_iqad.utils.io import atomic_torch_save, atomic_write_json
+from monai_iqad.utils.io import atomic_torch_save, atomic_write_json, remove_stale_temporaries
 
 __all__ = ["BestModelSaver"]
 
@@ -24,7 +24,8 @@ class BestModelSaver:
     Attach it to the evaluator. The score of the saved model is kept beside it in ``<filename>.json``
     (metric name, value, epoch, time), and is read back when a new run starts, so a new run only replaces the file
     with a model that beats every model saved before it — not just the earlier epochs of the same run. Non-finite
-    metrics never count as an improvement. Files are written atomically (temporary file + rename). Only rank 0 writes.
+    metrics never count as an improvement. Files are written atomically (temporary file + rename); temporary files
+    left by a killed run are removed when the evaluator first starts. Only rank 0 writes.
 
     ``model.pt`` holds a plain ``state_dict`` (no wrapper keys), the format ``monai.bundle ckpt_export`` and MONAI
     Label's ``BundleInferTask`` load directly.
@@ -56,6 +57,7 @@ class BestModelSaver:
         self.greater_is_better = greater_is_better
         self.logger = logging.getLogger(name or __name__)
         self.best: float | None = None if overwrite else self._previous_best()
+        self._cleaned = False
 
     @property
     def path(self) -> Path:
@@ -85,7 +87,15 @@ class BestModelSaver:
         return value > self.best if self.greater_is_better else value < self.best
 
     def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.remove_stale_temporaries)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def remove_stale_temporaries(self, engine: Engine | None = None) -> None:
+        """Delete the temporary files of ``model.pt`` / ``model.pt.json`` left by a killed save (rank 0, once)."""
+        if is_rank0() and not self._cleaned:
+            remove_stale_temporaries(self.path)
+            remove_stale_temporaries(self.record_path)
+            self._cleaned = True
 
     def __call__(self, engine: Engine) -> None:
         if self.metric_name not in engine.state.metrics:

@@ -1,8 +1,17 @@
-"""Loading checkpoints with explanations: resume a training run, or load trained weights for evaluation."""
+"""Loading checkpoints with explanations: resume a training run, or load trained weights for evaluation.
+
+A missing file, a damaged one (empty, truncated, a text file, not written by ``torch.save``) and one that does not
+match the network each fail with a :class:`~monai_iqad.utils.errors.CheckpointError` /
+:class:`~monai_iqad.utils.errors.CheckpointNotFoundError` naming the file and saying what to do; a load is always
+``weights_only=True`` and the advice to retry with ``weights_only=False`` (unsafe for a file of unknown origin) is
+never passed on.
+"""
 
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,32 +19,128 @@ from typing import Any
 from ignite.engine import Engine
 from monai.handlers import CheckpointLoader
 
-__all__ = ["ResumeCheckpointLoader", "TrainedModelLoader", "find_checkpoint", "require_model"]
+from monai_iqad.utils.errors import CheckpointError, CheckpointNotFoundError
+
+__all__ = ["ResumeCheckpointLoader", "TrainedModelLoader", "find_checkpoint", "require_model", "check_checkpoint_file"]
+
+RESUME_HINT = (
+    "delete or move the damaged checkpoint and train again with --resume false (training restarts from epoch 0; "
+    "models/model.pt, the best model so far, is kept)"
+)
+MODEL_HINT = "train the bundle again (configs/train.json writes models/model.pt), or copy a good model.pt into models/"
 
 
 def find_checkpoint(save_dir: str | os.PathLike, filename: str = "checkpoint.pt") -> str:
-    """Return the resume checkpoint of ``save_dir``, or raise ``FileNotFoundError`` saying what to do."""
+    """Return the resume checkpoint of ``save_dir``, or raise ``CheckpointNotFoundError`` saying what to do.
+
+    Raises:
+        CheckpointNotFoundError: (a ``FileNotFoundError``) no such file.
+    """
     path = Path(save_dir) / filename
     if not path.is_file():
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"Cannot resume: no training checkpoint at {path}. Train without 'resume' first, "
-            "or point 'ckpt_dir' to the folder of an interrupted run."
+            "or point 'ckpt_dir' to the folder of an interrupted run.",
+            file=path,
+            hint="run with --resume false to start training from epoch 0",
         )
     return str(path)
 
 
 def require_model(path: str | os.PathLike) -> str:
-    """Return ``path`` if trained weights exist there, else raise ``FileNotFoundError`` saying what to do.
+    """Return ``path`` if trained weights exist there, else raise ``CheckpointNotFoundError`` saying what to do.
 
     A missing ``models/model.pt`` must fail with an explanation, never run silently with random weights.
+
+    Raises:
+        CheckpointNotFoundError: (a ``FileNotFoundError``) no such file.
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"No trained weights at {p}. Train the bundle first (configs/train.json writes the best validated model "
-            "there), or copy a trained model.pt into the bundle's models/ folder."
+            "there), or copy a trained model.pt into the bundle's models/ folder.",
+            file=p,
+            hint=MODEL_HINT,
         )
     return str(p)
+
+
+_PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04")
+
+
+def _describe_head(head: bytes) -> str:
+    """What a file that is not a zip archive looks like, from its first bytes."""
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return "a text file"
+    return "binary data that is not a torch.save zip archive"
+
+
+def check_checkpoint_file(path: str | os.PathLike, hint: str = RESUME_HINT) -> str:
+    """Check that ``path`` is a complete ``torch.save`` archive before loading it; return it.
+
+    ``torch.save`` writes a zip archive: an empty file, a truncated one (no end-of-archive record, or a member that
+    fails its CRC), a text file or any other non-zip file is reported here, naming the file, instead of
+    ``PytorchStreamReader failed reading zip archive``, a bare ``EOFError`` or an unpickling error.
+
+    Raises:
+        CheckpointNotFoundError: no such file.
+        CheckpointError: (a ``RuntimeError``) the file is damaged or not a checkpoint; ``hint`` says what to do.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointNotFoundError(f"{p}: checkpoint file not found", file=p, hint=hint)
+    size = p.stat().st_size
+    if size == 0:
+        raise CheckpointError(
+            f"{p}: the checkpoint is empty (0 bytes): an interrupted copy or save?", file=p, hint=hint
+        )
+    try:
+        if not zipfile.is_zipfile(p):
+            with open(p, "rb") as f:
+                head = f.read(64)
+            if head[:2] not in _PICKLE_MAGIC:
+                raise CheckpointError(
+                    f"{p}: not a PyTorch checkpoint ({size} bytes, truncated or {_describe_head(head)})",
+                    file=p,
+                    hint=hint,
+                )
+            return str(p)  # legacy torch.save format: torch.load (weights_only) decides
+        with zipfile.ZipFile(p) as archive:
+            bad = archive.testzip()
+    except CheckpointError:
+        raise
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
+        raise CheckpointError(f"{p}: the checkpoint is damaged ({type(e).__name__}: {e})", file=p, hint=hint) from e
+    if bad is not None:
+        raise CheckpointError(f"{p}: the checkpoint is damaged (member {bad!r} fails its CRC check)", file=p, hint=hint)
+    return str(p)
+
+
+def _load_with_explanations(loader: CheckpointLoader, engine: Engine, hint: str) -> None:
+    """Run ``CheckpointLoader.__call__`` turning load failures into :class:`CheckpointError` naming the file."""
+    path = loader.load_path
+    check_checkpoint_file(path, hint)
+    try:
+        CheckpointLoader.__call__(loader, engine)
+    except pickle.UnpicklingError as e:  # the weights-only unpickler refused an object: never advise to disable it
+        raise CheckpointError(
+            f"{path}: holds objects that a safe (weights_only=True) load refuses: not a checkpoint written by "
+            f"monai_iqad ({str(e).splitlines()[0][:200]})",
+            file=path,
+            hint=hint,
+        ) from e
+    except (RuntimeError, EOFError) as e:
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        if "state_dict" in str(e) or "size mismatch" in str(e):
+            raise CheckpointError(
+                f"{path}: does not match the network of this config ({first})",
+                file=path,
+                hint="use the settings (width, classes, channels) of the run that wrote it, or " + hint,
+            ) from e
+        if "PytorchStreamReader" in str(e) or isinstance(e, EOFError):
+            raise CheckpointError(f"{path}: the checkpoint is damaged ({first})", file=path, hint=hint) from e
+        raise
 
 
 class ResumeCheckpointLoader(CheckpointLoader):
@@ -64,14 +169,14 @@ class ResumeCheckpointLoader(CheckpointLoader):
 
     def __call__(self, engine: Engine) -> None:
         find_checkpoint(Path(self.load_path).parent, Path(self.load_path).name)
-        super().__call__(engine)
+        _load_with_explanations(self, engine, RESUME_HINT)
 
 
 class TrainedModelLoader(CheckpointLoader):
     """``monai.handlers.CheckpointLoader`` for trained weights (``models/model.pt``) that fails with an explanation
     when the file is missing, instead of PyTorch's bare "No such file". Used by evaluation, inference and
-    fine-tuning configs."""
+    fine-tuning configs; a damaged or mismatched file fails with a :class:`CheckpointError` naming it."""
 
     def __call__(self, engine: Engine) -> None:
         require_model(self.load_path)
-        super().__call__(engine)
+        _load_with_explanations(self, engine, MODEL_HINT)

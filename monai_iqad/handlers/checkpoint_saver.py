@@ -12,7 +12,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from monai_iqad.utils.dist import is_rank0
-from monai_iqad.utils.io import atomic_torch_save
+from monai_iqad.utils.io import atomic_torch_save, remove_stale_temporaries
 
 __all__ = ["TrainingCheckpointSaver"]
 
@@ -22,7 +22,9 @@ class TrainingCheckpointSaver:
 
     Unlike ``monai.handlers.CheckpointSaver`` (which writes in place), the file is written to a temporary file in
     the same folder and renamed, so an interrupted or crashing run never leaves a truncated checkpoint behind: the
-    previous checkpoint stays valid until the new one is complete. The file name is fixed (``checkpoint.pt`` by
+    previous checkpoint stays valid until the new one is complete; the temporary files that a killed run leaves
+    behind (``.checkpoint.pt.*.tmp``) are removed when training starts, and a failed save (disk full) removes its own
+    and raises a ``FileWriteError`` naming the path. The file name is fixed (``checkpoint.pt`` by
     default) so that a ``resume`` flag can load it without searching. Only rank 0 writes.
 
     The checkpoint is a dict keyed like ``save_dict`` holding ``state_dict()`` of each object, the format that
@@ -69,7 +71,13 @@ class TrainingCheckpointSaver:
     def attach(self, engine: Engine) -> None:
         if self.trainer_key is not None:
             self.save_dict.setdefault(self.trainer_key, engine)
+        engine.add_event_handler(Events.STARTED, self.remove_stale_temporaries)
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
+
+    def remove_stale_temporaries(self, engine: Engine | None = None) -> None:
+        """Delete ``.<filename>.*.tmp`` files left by a killed save (rank 0 only)."""
+        if is_rank0():
+            remove_stale_temporaries(self.path)
 
     def state(self) -> dict[str, Any]:
         out = {}

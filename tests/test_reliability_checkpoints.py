@@ -1,0 +1,128 @@
+"""Issue 15, checkpoints: damaged files named with a safe hint, stale temporaries removed, missing ones explained."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+
+from monai_iqad.handlers import BestModelSaver, ResumeCheckpointLoader, TrainedModelLoader, TrainingCheckpointSaver
+from monai_iqad.handlers.checkpoint_loader import check_checkpoint_file
+from monai_iqad.utils.errors import CheckpointError, CheckpointNotFoundError
+
+
+class Custom:
+    """An object that a weights-only load refuses."""
+
+
+def _engine(max_epochs: int = 1) -> Engine:
+    engine = Engine(lambda e, b: None)
+    engine.state.max_epochs = max_epochs
+    return engine
+
+
+def _resume(path, net) -> Engine:
+    engine = _engine()
+    ResumeCheckpointLoader(load_path=str(path), load_dict={"network": net}).attach(engine)
+    return engine
+
+
+def _damaged(tmp_path, kind: str):
+    net = torch.nn.Linear(3, 2)
+    path = tmp_path / "checkpoint.pt"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\n")
+    elif kind == "truncated":
+        torch.save({"network": net.state_dict(), "trainer": {"epoch": 1}}, path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "corrupt_member":
+        torch.save({"network": net.state_dict(), "trainer": _engine().state_dict()}, path)
+        with zipfile.ZipFile(path) as z:
+            info = next(i for i in z.infolist() if "/data/" in i.filename)
+        data = bytearray(path.read_bytes())
+        local = info.header_offset
+        name_len, extra_len = (int.from_bytes(data[local + k : local + k + 2], "little") for k in (26, 28))
+        data[local + 30 + name_len + extra_len] ^= 0xFF  # first byte of the tensor data
+        path.write_bytes(bytes(data))
+    elif kind == "unsafe":
+        torch.save({"network": Custom()}, path)
+    return path, net
+
+
+@pytest.mark.parametrize(
+    "kind, problem",
+    [
+        ("empty", "the checkpoint is empty (0 bytes)"),
+        ("text", "not a PyTorch checkpoint (58 bytes, truncated or a text file)"),
+        ("truncated", "not a PyTorch checkpoint"),
+        ("corrupt_member", "the checkpoint is damaged (member"),
+        ("unsafe", "holds objects that a safe (weights_only=True) load refuses"),
+    ],
+)
+def test_damaged_resume_checkpoint_is_named_with_a_safe_hint(tmp_path, kind, problem):
+    path, net = _damaged(tmp_path, kind)
+    before = [p.clone() for p in net.parameters()]
+    with pytest.raises(CheckpointError) as e:
+        _resume(path, net).run([0], max_epochs=1)
+    message = str(e.value)
+    assert message.startswith(f"{path}: ") and problem in message
+    assert "--resume false" in e.value.hint and e.value.file == str(path)
+    assert "weights_only=False" not in message + e.value.hint
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))  # nothing half-loaded
+
+
+def test_damaged_model_hint_does_not_talk_about_resume(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"")
+    engine = _engine()
+    TrainedModelLoader(load_path=str(path), load_dict={"model": torch.nn.Linear(3, 2)}).attach(engine)
+    with pytest.raises(CheckpointError, match="model.pt: the checkpoint is empty") as e:
+        engine.run([0], max_epochs=1)
+    assert "resume" not in e.value.hint and "model.pt" in e.value.hint
+
+
+def test_mismatched_checkpoint_names_the_file(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"network": torch.nn.Linear(4, 2).state_dict()}, path)
+    with pytest.raises(CheckpointError, match=r"checkpoint.pt: does not match the network of this config"):
+        _resume(path, torch.nn.Linear(3, 2)).run([0], max_epochs=1)
+
+
+def test_good_and_missing_checkpoints(tmp_path):
+    net = torch.nn.Linear(3, 2)
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(CheckpointNotFoundError, match="Cannot resume: no training checkpoint") as e:
+        _resume(path, net).run([0], max_epochs=1)
+    assert isinstance(e.value, FileNotFoundError)
+    saved = torch.nn.Linear(3, 2)
+    torch.save({"network": saved.state_dict(), "trainer": _engine().state_dict()}, path)
+    assert check_checkpoint_file(path) == str(path)
+    _resume(path, net).run([0], max_epochs=1)
+    assert torch.equal(net.weight, saved.weight)
+
+
+def test_savers_remove_stale_temporaries_when_a_run_starts(tmp_path):
+    stale = [tmp_path / ".checkpoint.pt.k1ll3d.tmp", tmp_path / ".model.pt.x.tmp", tmp_path / ".model.pt.json.y.tmp"]
+    for p in stale:
+        p.write_bytes(b"\0" * 4096)
+    net = torch.nn.Linear(3, 2)
+    trainer = _engine()
+    TrainingCheckpointSaver(tmp_path, {"network": net}).attach(trainer)
+    evaluator = Engine(lambda e, b: None)
+    evaluator.state.metrics = {}
+
+    @evaluator.on(Events.EPOCH_COMPLETED)
+    def _metric(engine):
+        engine.state.metrics["srocc"] = 0.5
+
+    BestModelSaver(tmp_path, net, "srocc").attach(evaluator)
+    assert all(p.exists() for p in stale)  # nothing happens when handlers are built (config parsing)
+    trainer.run([0], max_epochs=1)
+    evaluator.run([0], max_epochs=1)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.pt", "model.pt", "model.pt.json"]
