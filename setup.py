@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 HERE = Path(__file__).parent
 
@@ -52,7 +52,9 @@ setup(
     license_expression="Apache-2.0",  # SPDX expression (PEP 639); no license classifier
     license_files=["LICENSE"],
     python_requires=">=3.10",
-    packages=find_packages(include=["monai_iqad", "monai_iqad.*"]),
+    # namespace discovery: data folders without __init__.py (e.g. metrics/data) are packages too, so setuptools does
+    # not warn "Package would be ignored" on install
+    packages=find_namespace_packages(include=["monai_iqad", "monai_iqad.*"], exclude=["*.__pycache__"]),
     include_package_data=True,
     package_data={"monai_iqad": ["py.typed", "label/app/*.json"]},
     install_requires=INSTALL_REQUIRES,
