@@ -1,4 +1,5 @@
-"""monai_iqad.metrics: IQA correlations (PLCC/SROCC/KRCC) and quality-aware diagnosis metrics (AUC/ACC/F1).
+"""monai_iqad.metrics: IQA correlations (PLCC/SROCC/KRCC), quality-aware diagnosis metrics (AUC/ACC/F1) and classic
+no-reference IQA metrics (NIQE, BRISQUE, PIQE, variance of the Laplacian, blur effect; registry ``NR_IQA_METRICS``).
 
 Plain functions work on score arrays; the Ignite metrics wrap them for MONAI engines. See ``docs/metrics.md``.
 """
@@ -19,6 +20,7 @@ from monai_iqad.metrics.diagnosis import (
     roc_auc,
 )
 from monai_iqad.metrics.iqa import IQA_SUMMARY_KEYS, KRCC, PLCC, SROCC, IQACorrelations
+from monai_iqad.metrics.nr_iqa import NR_IQA_METRICS, NRIQAMetric, blur_effect, brisque, laplacian_variance, niqe, piqe
 
 __all__ = [
     "plcc",
@@ -44,4 +46,11 @@ __all__ = [
     "DiagnosisAUC",
     "UndefinedMetricWarning",
     "Logistic4FitWarning",
+    "niqe",
+    "brisque",
+    "piqe",
+    "laplacian_variance",
+    "blur_effect",
+    "NR_IQA_METRICS",
+    "NRIQAMetric",
 ]

@@ -1,0 +1,220 @@
+"""Classic NR-IQA metrics (NIQE, BRISQUE, PIQE, variance of the Laplacian, blur effect) against reference values.
+
+References and tolerances:
+- NIQE on scikit-image ``camera``: pyiqa's published values with the basicsr pristine model (spec
+  ``iqa_peers_and_data.md`` section 1(a)): clean 3.10, Gaussian **blur** sigma 2 8.04, sigma 4 10.19, tolerance 0.02
+  (the issue text says "noise sigma"; the spec table, which produced the numbers, says blur, and blur reproduces them).
+  On the five TID2013 distorted images, pyiqa's calibration ("ours") values, tolerance 0.1 (I19 is the worst, 0.08).
+- BRISQUE on ``camera`` with the shipped ``brisque`` 0.2.0 model: the package's values -7.88 (clean, tolerance 0.02),
+  63.31 (blur sigma 2, 0.3), 80.17 (blur sigma 4, 0.05), 70.45 (noise var 0.02, 1.5: the noise seed is unknown).
+  The blurred images are quantised to 8 bits, as in the spec's measurement.
+- PIQE: the ``pypiqe`` package (MIT) to 1e-6, and MATLAB's ``piqe`` on the five TID2013 images to 1e-3.
+- Variance of the Laplacian and blur effect: OpenCV's ``Laplacian(...).var()`` and ``skimage.measure.blur_effect``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from skimage import data as skdata
+from skimage import filters, measure, util
+
+from monai_iqad.metrics import NR_IQA_METRICS, blur_effect, brisque, laplacian_variance, niqe, piqe
+from monai_iqad.metrics.nss import downsample_matlab, downsample_opencv
+from monai_iqad.metrics.params import PARAMS_FILE, PARAMS_SHA256, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+TID_NAMES = ("I03", "I04", "I06", "I08", "I19")
+PIQE_MATLAB_TID = (100.0, 21.6242, 35.8646, 41.147, 76.9485)
+NIQE_PYIQA_TID = (15.6538, 3.6549, 3.2342, 3.1921, 9.0722)
+
+
+@pytest.fixture(scope="module")
+def camera() -> np.ndarray:
+    return skdata.camera()
+
+
+def _blur8(img: np.ndarray, sigma: float) -> np.ndarray:
+    return util.img_as_ubyte(filters.gaussian(img, sigma=sigma)) if sigma else img
+
+
+def _noise8(img: np.ndarray, var: float, seed: int = 0) -> np.ndarray:
+    return util.img_as_ubyte(util.random_noise(img, var=var, rng=seed)) if var else img
+
+
+def test_params_file_checksum_and_content():
+    assert hashlib.sha256(PARAMS_FILE.read_bytes()).hexdigest() == PARAMS_SHA256
+    p = load_params()
+    assert p["niqe_mu"].shape == (36,) and p["niqe_cov"].shape == (36, 36)
+    assert torch.allclose(p["niqe_cov"], p["niqe_cov"].T)
+    assert p["brisque_sv"].shape == (770, 36) and p["brisque_coef"].shape == (770,)
+    assert float(p["brisque_rho"]) == pytest.approx(-155.845) and float(p["brisque_gamma"]) == pytest.approx(0.05)
+    assert bool((p["brisque_max"] > p["brisque_min"]).all())
+
+
+def test_params_file_tampered(tmp_path):
+    bad = tmp_path / "params.npz"
+    raw = bytearray(PARAMS_FILE.read_bytes())
+    raw[-10] ^= 0xFF
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="sha256"):
+        load_params(bad, sha256=PARAMS_SHA256)
+    with pytest.raises(FileNotFoundError, match="fetch_nr_iqa_params"):
+        load_params(tmp_path / "missing.npz")
+
+
+def test_libsvm_parser_sparse_rows():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from fetch_nr_iqa_params import parse_libsvm_model
+    finally:
+        sys.path.pop(0)
+    text = "svm_type epsilon_svr\nkernel_type rbf\ngamma 0.5\nnr_class 2\ntotal_sv 2\nrho -1.5\nSV\n"
+    text += "2 1:0.5 3:-1\n-1 2:0.25 3:1\n"  # libsvm omits zero entries
+    m = parse_libsvm_model(text)
+    np.testing.assert_array_equal(m["brisque_sv"], [[0.5, 0.0, -1.0], [0.0, 0.25, 1.0]])
+    np.testing.assert_array_equal(m["brisque_coef"], [2.0, -1.0])
+    assert m["brisque_rho"] == -1.5 and m["brisque_gamma"] == 0.5
+    with pytest.raises(ValueError, match="RBF epsilon-SVR"):
+        parse_libsvm_model(text.replace("rbf", "linear"))
+
+
+@pytest.mark.parametrize("sigma, expected", [(0, 3.10), (2, 8.04), (4, 10.19)])
+def test_niqe_camera_matches_pyiqa(camera, sigma, expected):
+    assert niqe(_blur8(camera, sigma)[None]) == pytest.approx(expected, abs=0.02)
+
+
+@pytest.mark.parametrize(
+    "image, expected, tol",
+    [("clean", -7.88, 0.02), ("blur2", 63.31, 0.3), ("blur4", 80.17, 0.05), ("noise", 70.45, 1.5)],
+)
+def test_brisque_camera_matches_brisque_package(camera, image, expected, tol):
+    img = {
+        "clean": camera,
+        "blur2": _blur8(camera, 2),
+        "blur4": _blur8(camera, 4),
+        "noise": _noise8(camera, 0.02),
+    }[image]
+    assert brisque(img[None]) == pytest.approx(expected, abs=tol)
+
+
+def test_piqe_matches_pypiqe(camera):
+    pypiqe = pytest.importorskip("pypiqe", reason="pypiqe (test extra) is not installed")
+    for img in (camera, _blur8(camera, 2), _noise8(camera, 0.01), camera[:300, :250], skdata.coins()):
+        assert piqe(img[None]) == pytest.approx(pypiqe.piqe(img)[0], abs=1e-6)
+
+
+def test_lapvar_and_blur_effect_match_opencv_and_skimage(camera):
+    cv2 = pytest.importorskip("cv2", reason="OpenCV (pulled in by pypiqe, test extra) is not installed")
+    for img in (camera, _blur8(camera, 2), camera[:77, :50]):
+        assert laplacian_variance(img[None]) == pytest.approx(cv2.Laplacian(img.astype(np.float64), cv2.CV_64F).var())
+        assert blur_effect(img[None]) == pytest.approx(measure.blur_effect(img), abs=1e-9)
+    rgb = skdata.astronaut()
+    assert blur_effect(rgb.transpose(2, 0, 1)) == pytest.approx(measure.blur_effect(rgb, channel_axis=-1), abs=1e-9)
+
+
+def test_resampling_matches_opencv():
+    cv2 = pytest.importorskip("cv2", reason="OpenCV (pulled in by pypiqe, test extra) is not installed")
+    rng = np.random.default_rng(0)
+    for shape in ((37, 50), (64, 51), (8, 9)):
+        a = rng.random(shape)
+        ours = downsample_opencv(torch.from_numpy(a)[None, None])[0, 0].numpy()
+        np.testing.assert_allclose(ours, cv2.resize(a, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_CUBIC), atol=1e-12)
+
+
+def test_matlab_half_resize_on_ramp():
+    # an antialiased bicubic halving of a linear ramp is the ramp sampled at the new pixel centres (away from borders)
+    ramp = torch.arange(32, dtype=torch.float64).repeat(32, 1)[None, None]
+    out = downsample_matlab(ramp)[0, 0]
+    assert out.shape == (16, 16)
+    torch.testing.assert_close(out[:, 2:-2], (2 * torch.arange(16, dtype=torch.float64) + 0.5)[2:-2].repeat(16, 1))
+
+
+@pytest.mark.parametrize("name", sorted(NR_IQA_METRICS))
+def test_monotone_in_graded_blur_and_noise(camera, name):
+    metric = NR_IQA_METRICS[name]
+    crop = camera[64:448, 64:448]
+    blur = [metric(_blur8(crop, s)[None]) for s in (0, 1, 2, 4)]
+    noise = [metric(_noise8(crop, v)[None]) for v in (0, 0.002, 0.01, 0.05)]
+    worse_blur = np.diff(blur) > 0 if metric.lower_better else np.diff(blur) < 0
+    assert worse_blur.all(), (name, blur)
+    # sharpness measures read noise as detail: lapvar grows and blur effect falls with noise (spec table 1(a))
+    noise_up = name in ("niqe", "brisque", "piqe", "lapvar")
+    assert (np.diff(noise) > 0).all() if noise_up else (np.diff(noise) < 0).all(), (name, noise)
+
+
+@pytest.mark.parametrize("name", sorted(NR_IQA_METRICS))
+def test_batch_shapes_colour_and_range(name):
+    metric = NR_IQA_METRICS[name]
+    rgb = skdata.astronaut()[:200, :200].transpose(2, 0, 1)
+    gray = skdata.camera()[:200, :200][None]
+    single = metric(rgb)
+    assert isinstance(single, float) and np.isfinite(single)
+    batch = metric.fn(torch.from_numpy(np.stack([rgb, rgb[:, ::-1].copy()])))
+    assert batch.shape == (2,) and batch.dtype == torch.float32
+    assert float(batch[0]) == pytest.approx(single, rel=1e-5)
+    # [0, 1] data with data_range=1 gives the 8-bit score
+    assert metric(gray.astype(np.float32) / 255, data_range=1.0) == pytest.approx(metric(gray), rel=1e-4, abs=1e-4)
+    # a gray image given as three equal channels is its own luma (weights sum to 1)
+    assert metric(np.repeat(gray, 3, axis=0)) == pytest.approx(metric(gray), rel=1e-4, abs=1e-4)
+
+
+def test_bad_input_errors():
+    with pytest.raises(ValueError, match="96x96"):
+        niqe(np.zeros((1, 64, 200)))
+    with pytest.raises(ValueError, match="channels"):
+        piqe(np.zeros((2, 32, 32)))
+    with pytest.raises(ValueError, match="NaN"):
+        brisque(np.full((1, 32, 32), np.nan))
+    with pytest.raises(ValueError, match="shape"):
+        blur_effect(np.zeros((1, 1, 1, 8, 8)))
+    assert piqe(np.zeros((1, 40, 40))) == 100.0  # uniform image: MATLAB's documented score
+
+
+def _pyiqa_wheel() -> Path:
+    """The pyiqa 0.1.16 wheel (for its five TID2013 BMPs only), downloaded once into a cache folder."""
+    cache = Path(os.environ.get("MONAI_IQAD_TEST_CACHE", Path.home() / ".cache" / "monai_iqad" / "test_data"))
+    found = sorted(cache.glob("pyiqa-0.1.16-*.whl"))
+    if not found:
+        cache.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "pyiqa==0.1.16", "-d", str(cache), "-q"]
+        try:
+            subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+        except (subprocess.SubprocessError, OSError) as e:
+            pytest.skip(f"pip download pyiqa==0.1.16 failed (offline?), TID2013 calibration images unavailable: {e}")
+        found = sorted(cache.glob("pyiqa-0.1.16-*.whl"))
+    if not found:
+        pytest.skip("pip download pyiqa==0.1.16 saved no wheel")
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def tid2013_distorted() -> list[np.ndarray]:
+    from PIL import Image
+
+    with zipfile.ZipFile(_pyiqa_wheel()) as zf:
+        return [
+            np.asarray(Image.open(io.BytesIO(zf.read(f"ResultsCalibra/dist_dir/{n}.bmp"))).convert("RGB"))
+            .transpose(2, 0, 1)
+            .copy()
+            for n in TID_NAMES
+        ]
+
+
+def test_piqe_matches_matlab_on_tid2013(tid2013_distorted):
+    ours = piqe(np.stack(tid2013_distorted)).numpy()
+    np.testing.assert_allclose(ours, PIQE_MATLAB_TID, atol=1e-3)
+
+
+def test_niqe_matches_pyiqa_on_tid2013(tid2013_distorted):
+    ours = niqe(np.stack(tid2013_distorted)).numpy()
+    np.testing.assert_allclose(ours, NIQE_PYIQA_TID, atol=0.1)
