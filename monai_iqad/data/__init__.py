@@ -16,8 +16,19 @@ from .converters import (
     convert_tid2013,
     read_mkcnet_split,
 )
-from .datalist import DatalistError, datalist_mos_range, list_images, load_datalist, split_items, write_datalist
+from .datalist import (
+    DatalistError,
+    EmptyDatalistError,
+    datalist_mos_range,
+    find_images,
+    labelled_items,
+    list_images,
+    load_datalist,
+    split_items,
+    write_datalist,
+)
 from .datasets import IQAD_DATASETS, IQADDatasetInfo, get_dataset_info, remap_dr_grade
 from .image_io import ImageReadError, read_image
 from .reader import IQADImageReader
 from .samplers import EpochSampler
+from .screening import screen_images
