@@ -169,8 +169,11 @@ def _parsed(run_dir: Path, files: Sequence[str], overrides: dict[str, Any]) -> d
     parser = ConfigParser()
     parser.read_config([str(run_dir / f) for f in files])
     parser.update(overrides)
-    keys = ("num_diagnosis", "num_quality", "f1_average", "max_epochs", "width", "image_size", "batch_size")
+    keys = ("max_epochs", "width", "image_size", "batch_size")
     out = {k: parser.get_parsed_content(k) for k in keys}
+    out["num_diagnosis"] = len(parser.get_parsed_content("diagnosis_names"))
+    out["num_quality"] = len(parser.get_parsed_content("quality_names"))
+    out["f1_average"] = parser.get_parsed_content("validate#additional_metrics#diagnosis#f1_average")
     out["learning_rate"] = parser.get_parsed_content("learning_rate")
     return out
 
@@ -317,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _pairs(bundle: str) -> int:
     """Number of (diagnosis, quality) pairs of a bundle's dataset (the demo needs at least 3 images per pair)."""
     cfg = json.loads((BUNDLES_DIR / bundle / "configs" / "train.json").read_text())
-    return int(cfg["num_diagnosis"]) * int(cfg["num_quality"])
+    return len(cfg["diagnosis_names"]) * len(cfg["quality_names"])
 
 
 if __name__ == "__main__":

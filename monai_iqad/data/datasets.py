@@ -2,8 +2,9 @@
 
 Bundles, the pipelines in :mod:`monai_iqad.transforms.modality` and the MONAI Label app read :data:`IQAD_DATASETS`.
 Numbers come from the official MKCNet code (chehx/MKCNet ``configs/datasets/*.yaml``; see
-``specs/mkcnet.md`` §2.6 and §3): class counts, ``k`` (``META_LENGTH``), channels, normalisation mean/std and the
-optimisation hyper-parameters.
+``specs/mkcnet.md`` §2.6 and §3): class counts, ``k`` (``META_LENGTH``), channels, normalisation mean/std. The official
+training recipe (batch size, epochs, learning rates, λ_R...) is not a data-set fact: it lives in each MKCNet bundle's
+``configs/train.json`` (rendered by ``scripts/render_bundles.py``, which also reads this table).
 """
 
 from __future__ import annotations
@@ -33,9 +34,6 @@ class IQADDatasetInfo:
         std: per-channel normalisation std, on [0, 1] intensities.
         spatial_size: network input size (rows, cols).
         remap_dr: split files hold DR grades 0-4, remapped to 0 / {1,2,3} / 4 → 0 / 1 / 2.
-        batch_size, max_epochs, lr, weight_decay, meta_lr, meta_weight_decay, step_size, entropy_weight: official
-            training hyper-parameters (``entropy_weight`` is λ_R; the LR halves every ``step_size`` epochs).
-        val_step: validation interval in epochs.
         f1_average: ``"macro"`` (multi-class) or ``"binary"`` (positive class 1), as in the official evaluation.
         train_size: size of the official training split.
         window: default CT window ``(center, width)`` in HU for DICOM/NIfTI input (CT only).
@@ -53,18 +51,9 @@ class IQADDatasetInfo:
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    batch_size: int
-    max_epochs: int
-    lr: float
-    weight_decay: float
-    meta_lr: float
-    meta_weight_decay: float
-    step_size: int
-    entropy_weight: float
     f1_average: str
     train_size: int
     remap_dr: bool = False
-    val_step: int = 20
     spatial_size: tuple[int, int] = (256, 256)
     window: tuple[float, float] | None = field(default=None)
 
@@ -105,14 +94,6 @@ IQAD_DATASETS: dict[str, IQADDatasetInfo] = {
         channels=3,
         mean=(0.3771, 0.2320, 0.1395),
         std=(0.1252, 0.0857, 0.0814),
-        batch_size=4,
-        max_epochs=200,
-        lr=0.01,
-        weight_decay=5e-4,
-        meta_lr=0.001,
-        meta_weight_decay=5e-4,
-        step_size=20,
-        entropy_weight=0.3,
         f1_average="macro",
         train_size=1200,
         remap_dr=True,
@@ -130,14 +111,6 @@ IQAD_DATASETS: dict[str, IQADDatasetInfo] = {
         channels=1,
         mean=(0.4134,),
         std=(0.0595,),
-        batch_size=8,
-        max_epochs=200,
-        lr=0.01,
-        weight_decay=5e-4,
-        meta_lr=0.01,
-        meta_weight_decay=5e-4,
-        step_size=50,
-        entropy_weight=0.5,
         f1_average="macro",
         train_size=611,
     ),
@@ -154,14 +127,6 @@ IQAD_DATASETS: dict[str, IQADDatasetInfo] = {
         channels=3,
         mean=(0.4021, 0.2667, 0.1847),
         std=(0.2991, 0.2090, 0.1680),
-        batch_size=4,
-        max_epochs=100,
-        lr=0.01,
-        weight_decay=5e-4,
-        meta_lr=0.001,
-        meta_weight_decay=5e-4,
-        step_size=25,
-        entropy_weight=0.2,
         f1_average="macro",
         train_size=17274,
         remap_dr=True,
@@ -180,14 +145,6 @@ IQAD_DATASETS: dict[str, IQADDatasetInfo] = {
         channels=1,
         mean=(0.6269,),
         std=(0.2909,),
-        batch_size=4,
-        max_epochs=200,
-        lr=0.01,
-        weight_decay=5e-4,
-        meta_lr=0.01,
-        meta_weight_decay=5e-4,
-        step_size=20,
-        entropy_weight=0.2,
         f1_average="binary",
         train_size=1641,
         window=(-600.0, 1500.0),  # lung window for HU input (COVID-19 lesions); PNG slices are not windowed
@@ -206,14 +163,6 @@ IQAD_DATASETS: dict[str, IQADDatasetInfo] = {
         channels=1,
         mean=(0.4813,),
         std=(0.2361,),
-        batch_size=8,
-        max_epochs=200,
-        lr=0.01,
-        weight_decay=5e-4,
-        meta_lr=0.001,
-        meta_weight_decay=5e-4,
-        step_size=20,
-        entropy_weight=0.3,
         f1_average="binary",
         train_size=5796,
     ),
