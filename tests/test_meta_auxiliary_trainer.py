@@ -44,7 +44,7 @@ def _same(a: dict, b: dict) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-def _meta_objective(net, meta, x, d, q, lr, wd, lam, official):
+def _meta_objective(net, meta, x, d, q, lr, wd, lam, official, lq=1.0, la=1.0):
     """L_φ(θ̃(φ)) evaluated from scratch (forward passes and a first-order ∇_θ only), BN in batch-statistics mode."""
     focal, entropy = FocalLoss(), EntropyRegularizer()
     net, meta = net.train(), meta.train()
@@ -52,19 +52,19 @@ def _meta_objective(net, meta, x, d, q, lr, wd, lam, official):
     buffers = {n: b.clone() for n, b in net.named_buffers()}
     params = dict(net.named_parameters())
     out = functional_call(net, {**params, **buffers}, (x,))
-    ell = focal(out["diagnosis"], d) + focal(out["quality"], q) + focal(out["auxiliary"], y) / K
+    ell = focal(out["diagnosis"], d) + lq * focal(out["quality"], q) + la * focal(out["auxiliary"], y) / K
     grads = torch.autograd.grad(ell, list(params.values()))
     fast = {n: p - lr * (g + wd * p) for (n, p), g in zip(params.items(), grads)}
     buffers = {n: b.clone() for n, b in net.named_buffers()}
     out = functional_call(net, {**fast, **buffers}, (x,), {"official_meta_forward": official})
-    return (focal(out["diagnosis"], d) + focal(out["quality"], q) + lam * entropy(y)).item()
+    return (focal(out["diagnosis"], d) + lq * focal(out["quality"], q) + lam * entropy(y)).item()
 
 
-def _run_two_stages(meta_gradient, lam, official, lr=0.05, wd=5e-4, fd_epsilon=0.01):
+def _run_two_stages(meta_gradient, lam, official, lr=0.05, wd=5e-4, fd_epsilon=0.01, seed=0, **kwargs):
     """One batch, 'epoch' schedule: iteration 1 = stage I, iteration 2 = stage II. Returns snapshot and φ-grads."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     net, meta = _nets(torch.float64)
-    data = _data(4, dtype=torch.float64)
+    data = _data(4, seed=seed, dtype=torch.float64)
     trainer = MetaAuxiliaryTrainer(
         "cpu",
         1,
@@ -78,6 +78,7 @@ def _run_two_stages(meta_gradient, lam, official, lr=0.05, wd=5e-4, fd_epsilon=0
         official_meta_forward=official,
         fd_epsilon=fd_epsilon,
         decollate=False,
+        **kwargs,
     )
     snap = {}
 
@@ -91,10 +92,21 @@ def _run_two_stages(meta_gradient, lam, official, lr=0.05, wd=5e-4, fd_epsilon=0
     return snap, grads, (batch["image"], batch["diagnosis"].long(), batch["quality"].long())
 
 
-@pytest.mark.parametrize("lam, official", [(0.3, False), (0.0, False), (0.3, True)])
-def test_second_order_hypergradient_matches_finite_differences(lam, official):
+@pytest.mark.parametrize(
+    "meta_gradient, lam, official, weights",
+    [
+        ("second_order", 0.3, False, {}),
+        ("second_order", 0.0, False, {}),
+        ("second_order", 0.3, True, {}),
+        ("forward_mode", 0.3, False, {}),
+        ("forward_mode", 0.0, True, {}),
+        ("forward_mode", 0.3, False, {"quality_weight": 0.5, "auxiliary_weight": 2.0}),
+    ],
+)
+def test_hypergradient_matches_finite_differences(meta_gradient, lam, official, weights):
     lr, wd, h = 0.05, 5e-4, 1e-6
-    snap, grads, (x, d, q) = _run_two_stages("second_order", lam, official, lr, wd)
+    snap, grads, (x, d, q) = _run_two_stages(meta_gradient, lam, official, lr, wd, **weights)
+    lq, la = weights.get("quality_weight", 1.0), weights.get("auxiliary_weight", 1.0)
     coords = [
         ("head.2.weight", (0, 0)),
         ("head.2.weight", (5, 3)),
@@ -109,11 +121,11 @@ def test_second_order_hypergradient_matches_finite_differences(lam, official):
             meta = copy.deepcopy(snap["meta"])
             with torch.no_grad():
                 dict(meta.named_parameters())[name][idx] += sign * h
-            vals.append(_meta_objective(copy.deepcopy(snap["net"]), meta, x, d, q, lr, wd, lam, official))
+            vals.append(_meta_objective(copy.deepcopy(snap["net"]), meta, x, d, q, lr, wd, lam, official, lq, la))
         fd = (vals[0] - vals[1]) / (2 * h)
         analytic = grads[name][idx].item()
         assert analytic == pytest.approx(fd, rel=1e-4, abs=1e-9), (name, idx, analytic, fd)
-    # the second-order path carries signal (λ = 0 leaves nothing else)
+    # the meta-gradient through θ̃ carries signal (λ = 0 leaves nothing else)
     assert max(g.abs().max().item() for g in grads.values()) > 1e-8
 
 
@@ -136,9 +148,109 @@ def test_first_order_approximates_second_order():
     assert ((v1 - v2).norm() / v2.norm()).item() < 0.1
 
 
+def _iteration_grads(meta_gradient, seed, lam=0.3, official=False, **kwargs):
+    """One batch, 'iteration' schedule, meta lr 0: φ's gradient of the single stage II (fp64)."""
+    torch.manual_seed(seed)
+    net, meta = _nets(torch.float64)
+    trainer = MetaAuxiliaryTrainer(
+        "cpu",
+        1,
+        DataLoader(_data(4, seed=seed, dtype=torch.float64), batch_size=4),
+        net,
+        torch.optim.SGD(net.parameters(), lr=0.05, weight_decay=5e-4),
+        meta,
+        torch.optim.SGD(meta.parameters(), lr=0.0),
+        entropy_weight=lam,
+        schedule="iteration",
+        meta_gradient=meta_gradient,
+        official_meta_forward=official,
+        decollate=False,
+        **kwargs,
+    )
+    trainer.run()
+    return {n: p.grad.clone() for n, p in meta.named_parameters()}
+
+
+def _rel(a: dict, b: dict) -> float:
+    va, vb = _flat(a, b), _flat(b, b)
+    return ((va - vb).norm() / vb.norm()).item()
+
+
+@pytest.mark.parametrize("seed, lam, official", [(0, 0.3, False), (1, 0.0, False), (2, 0.5, True)])
+def test_forward_mode_equals_second_order(seed, lam, official):
+    # 'epoch' schedule: stage II after a stage-I step
+    _, exact, _ = _run_two_stages("second_order", lam, official, seed=seed)
+    _, forward, _ = _run_two_stages("forward_mode", lam, official, seed=seed)
+    assert _flat(exact, exact).norm() > 0
+    assert _rel(forward, exact) <= 1e-5
+    # 'iteration' schedule, unfused (stage II at the θ after stage I's step, like second order)
+    exact = _iteration_grads("second_order", seed, lam, official)
+    forward = _iteration_grads("forward_mode", seed, lam, official, reuse_task_gradient=False)
+    assert _rel(forward, exact) <= 1e-5
+
+
+class _MetaStepFirst(MetaAuxiliaryTrainer):
+    """Unfused reference of ``reuse_task_gradient``: stage II at the iteration's starting θ (its own task backward),
+    then stage I; both from the same φ (one shared y_ω)."""
+
+    def _iteration(self, engine, batchdata):
+        x, d, q = engine.prepare_batch(batchdata, engine.state.device)
+        y_w = engine.meta_learner(x, d, q)
+        output = self._meta_step(engine, x, d, q, y_w=y_w)
+        self._task_step(engine, x, d, q, y_w=y_w)
+        engine.state.output = output
+        return output
+
+
+@pytest.mark.parametrize("reference", ["forward_mode", "second_order"])
+def test_reused_task_gradient_equals_unfused(reference):
+    results = []
+    for cls, meta_gradient, reuse in ((MetaAuxiliaryTrainer, "forward_mode", None), (_MetaStepFirst, reference, False)):
+        torch.manual_seed(3)
+        net, meta = _nets(torch.float64)
+        trainer = cls(
+            "cpu",
+            1,
+            DataLoader(_data(6, seed=3, dtype=torch.float64), batch_size=3),
+            net,
+            torch.optim.SGD(net.parameters(), lr=0.05, weight_decay=5e-4),
+            meta,
+            torch.optim.SGD(meta.parameters(), lr=0.05, weight_decay=5e-4),
+            entropy_weight=0.3,
+            schedule="iteration",
+            meta_gradient=meta_gradient,
+            reuse_task_gradient=reuse,
+            decollate=False,
+        )
+        assert trainer.reuse_task_gradient == (cls is MetaAuxiliaryTrainer)
+        trainer.run()
+        grads = {n: p.grad.clone() for n, p in meta.named_parameters()}
+        results.append((_params(net), _params(meta), grads, trainer.state.output))
+    (theta, phi, grads, out), (theta_ref, phi_ref, grads_ref, out_ref) = results
+    assert _rel(grads, grads_ref) <= 1e-9
+    for a, b in ((theta, theta_ref), (phi, phi_ref)):
+        for k in a:
+            assert torch.allclose(a[k], b[k], rtol=1e-9, atol=1e-12), k
+    assert float(out["loss_meta"]) == pytest.approx(float(out_ref["loss_meta"]), rel=1e-9)
+
+
+def test_reuse_task_gradient_needs_plain_sgd():
+    net, meta = _nets()
+    loader = DataLoader(_data(2), batch_size=2)
+    momentum = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    meta_opt = torch.optim.SGD(meta.parameters(), lr=0.01)
+    args = ("cpu", 1, loader, net, momentum, meta, meta_opt)
+    trainer = MetaAuxiliaryTrainer(*args, schedule="iteration", meta_gradient="forward_mode")
+    assert not trainer.reuse_task_gradient  # momentum: stage I's step is not θ̃
+    with pytest.raises(ValueError, match="reuse_task_gradient=True needs"):
+        MetaAuxiliaryTrainer(*args, schedule="iteration", meta_gradient="forward_mode", reuse_task_gradient=True)
+    with pytest.raises(ValueError, match="reuse_task_gradient=True needs"):
+        MetaAuxiliaryTrainer(*args[:4], torch.optim.SGD(net.parameters(), 0.01), *args[5:], reuse_task_gradient=True)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("schedule", ["epoch", "iteration"])
-@pytest.mark.parametrize("meta_gradient", ["second_order", "first_order"])
+@pytest.mark.parametrize("meta_gradient", ["second_order", "first_order", "forward_mode"])
 def test_one_epoch_stage_isolation(schedule, meta_gradient):
     net, meta = _nets()
     loader = DataLoader(_data(3), batch_size=2)  # last batch has ONE sample

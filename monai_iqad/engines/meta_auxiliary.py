@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.autograd.forward_ad as fwAD
+import torch.distributed as dist
 import torch.nn as nn
-from monai.data import MetaTensor
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents, default_metric_cmp_fn
 from monai.transforms import Transform
@@ -16,9 +19,11 @@ from torch.func import functional_call
 from torch.optim.optimizer import Optimizer
 from torch.utils.data import DataLoader
 
+from monai_iqad.engines.prepare_batch import PrepareIQADBatch
+from monai_iqad.engines.step import amp_settings, autocast, check_finite, to_loss_dtype, training_step
 from monai_iqad.losses.entropy import EntropyRegularizer
 from monai_iqad.losses.focal import FocalLoss
-from monai_iqad.utils.dist import all_reduce_gradients, average_buffers, unwrap_module
+from monai_iqad.utils.dist import all_reduce_gradients, average_buffers, get_world_size, unwrap_module
 
 if TYPE_CHECKING:
     from ignite.engine import EventEnum
@@ -28,169 +33,97 @@ else:
     EventEnum, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "EventEnum")
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["MetaAuxiliaryTrainer", "prepare_iqad_batch"]
+__all__ = ["MetaAuxiliaryTrainer", "is_plain_sgd"]
 
 SCHEDULES = ("epoch", "iteration")
-META_GRADIENTS = ("second_order", "first_order")
+META_GRADIENTS = ("second_order", "first_order", "forward_mode")
 
 
-def prepare_iqad_batch(
-    batchdata: Mapping[str, Any],
-    device: torch.device | str | None,
-    non_blocking: bool = False,
-    image_key: str = "image",
-    diagnosis_key: str = "diagnosis",
-    quality_key: str | None = "quality",
-    **to_kwargs: Any,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """
-    Move an IQAD batch dict to ``device``: image as a plain tensor (a ``MetaTensor`` is unwrapped, its metadata is not
-    needed by the trainers), labels as ``long``.
+@dataclass
+class _MetaBatch:
+    """What the stage-II gradient paths share: the task net, its trainable θ (names, tensors, per-parameter LR and
+    weight decay of the task optimizer), the batch, ``y_ω`` (with its graph), ``R(y_ω)`` and φ."""
 
-    Args:
-        batchdata: dict with ``image_key`` ``(B, C, H, W)`` and integer ``diagnosis_key``/``quality_key`` ``(B,)``.
-        device: target device.
-        non_blocking: asynchronous host-to-device copy.
-        image_key: key of the images. Defaults to ``"image"``.
-        diagnosis_key: key of the diagnosis labels. Defaults to ``"diagnosis"``.
-        quality_key: key of the quality labels, or None to skip them. Defaults to ``"quality"``.
-        to_kwargs: extra arguments of ``Tensor.to`` for the image.
-
-    Returns:
-        ``(image, diagnosis, quality)``; ``quality`` is None when ``quality_key`` is None.
-
-    Raises:
-        ValueError: When ``batchdata`` is None.
-        KeyError: When a key is missing (the message lists the batch keys).
-    """
-    if batchdata is None:
-        raise ValueError("Must provide batch data for current iteration.")
-    for key in (image_key, diagnosis_key, quality_key):
-        if key is not None and key not in batchdata:
-            raise KeyError(f"batch has no key {key!r}; its keys are {sorted(batchdata)}.")
-
-    def _label(value: Any) -> torch.Tensor:
-        value = value.as_tensor() if isinstance(value, MetaTensor) else torch.as_tensor(value)
-        return value.to(device=device, non_blocking=non_blocking).long().reshape(-1)
-
-    image = batchdata[image_key]
-    image = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
-    image = image.to(device=device, non_blocking=non_blocking, **to_kwargs)
-    quality = _label(batchdata[quality_key]) if quality_key is not None else None
-    return image, _label(batchdata[diagnosis_key]), quality
+    network: nn.Module
+    names: list[str]
+    thetas: list[torch.Tensor]
+    lrs: list[float]
+    decays: list[float]
+    x: torch.Tensor
+    d: torch.Tensor
+    q: torch.Tensor
+    y_w: torch.Tensor
+    entropy: torch.Tensor
+    phis: list[torch.Tensor]
 
 
-def check_finite(engine: Any, value: torch.Tensor, name: str) -> None:
-    """
-    Raise ``FloatingPointError`` naming the epoch and iteration when ``value`` is not finite.
-
-    Raises:
-        FloatingPointError: When ``value`` holds a NaN or an infinity.
-    """
-    if not bool(torch.isfinite(value.detach()).all()):
-        raise FloatingPointError(
-            f"non-finite {name} ({value.detach().float().cpu().tolist()}) at epoch {engine.state.epoch}, "
-            f"iteration {engine.state.iteration}."
-        )
-
-
-def to_loss_dtype(t: torch.Tensor) -> torch.Tensor:
-    """Cast half-precision tensors to float32 for the losses; float32/float64 are kept."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
-
-
-def amp_enabled(engine: Any) -> bool:
-    device = engine.state.device
-    return bool(engine.amp and engine.scaler is not None and device is not None and torch.device(device).type == "cuda")
+def is_plain_sgd(optimizer: Optimizer) -> bool:
+    """True when ``optimizer.step()`` is ``θ ← θ - lr (∇ + wd θ)`` in every group (SGD, no momentum, no maximize)."""
+    if type(optimizer) is not torch.optim.SGD:
+        return False
+    return all(
+        float(g.get("momentum", 0.0)) == 0.0 and not g.get("nesterov", False) and not g.get("maximize", False)
+        for g in optimizer.param_groups
+    )
 
 
 class MetaAuxiliaryTrainer(SupervisedTrainer):
     """
-    Meta-auxiliary training of MKCNet: stage I updates the task net ``θ`` with the diagnosis, quality and auxiliary
-    losses; stage II updates the meta learner ``φ`` through a pseudo-updated task net ``θ̃`` (MAXL-style
-    second-order meta-gradient).
+    Meta-auxiliary training of MKCNet: stage I trains the task net ``θ`` on the diagnosis, quality and auxiliary
+    losses; stage II trains the meta learner ``φ`` (which produces the auxiliary labels ``y_ω``) through a
+    pseudo-updated task net ``θ̃ = θ - α (∇_θ L_θ + wd · θ)``.
 
     Re-implementation of the training algorithm of: "Che, Chen, Chen, Image Quality-aware Diagnosis via
-    Meta-knowledge Co-embedding, CVPR 2023, https://arxiv.org/abs/2303.15038" (official ``utils/train.py:
-    train_MKCNet`` and ``model/MKCNet.py: ComputeFirstOrder``), itself based on MAXL ("Liu, Davison, Johns,
-    Self-Supervised Generalisation with Meta Auxiliary Learning, NeurIPS 2019").
+    Meta-knowledge Co-embedding, CVPR 2023, https://arxiv.org/abs/2303.15038" (official ``utils/train.py``), itself
+    based on MAXL ("Liu, Davison, Johns, Self-Supervised Generalisation with Meta Auxiliary Learning, NeurIPS 2019").
+    The objectives, the three meta-gradients (``"second_order"``: double backward; ``"forward_mode"``: the same
+    exact gradient from one forward-mode pass; ``"first_order"``: the official finite differences), the two
+    schedules, AMP and DDP are derived and documented in ``docs/mkcnet.md``.
 
-    With ``L = loss_function`` (focal, γ = 2), ``y_ω = M_φ(x, y_d, y_q)`` and ``k`` auxiliary classes per joint class:
-
-    - **Stage I** (θ only): ``L_θ = L(d, y_d) + L(q, y_q) + L(ω, y_ω) / k`` at θ; ``optimizer.step()``. ``y_ω`` is
-      computed under ``torch.no_grad()`` (the official code built, and discarded, a graph through the meta learner;
-      the updates are identical).
-    - **Stage II, second order** (φ only): ``ℓ(θ, φ) = L_θ`` (module forward in train mode, as in the official code,
-      so the task net's BN running statistics are updated once); ``g = ∇_θ ℓ`` with ``create_graph=True``;
-      ``θ̃ = θ - α (g + wd · θ)`` with ``α``/``wd`` the current learning rate and weight decay of the task optimizer
-      (per parameter group; one group in the paper, α = its current LR); ``L_φ = L(d(θ̃), y_d) + L(q(θ̃), y_q) +
-      λ_R · R(y_ω)`` with ``R = Σ p̄ log p̄`` (:py:class:`~monai_iqad.losses.EntropyRegularizer`). The ``θ̃`` forward
-      is ``torch.func.functional_call`` of the *same* module in train mode with **cloned** buffers, so batch norm uses
-      batch statistics and the real running statistics are untouched (the official functional forward passes dummy
-      buffers with ``training=True``). ``∇_φ L_φ`` is computed with ``torch.autograd.grad`` (θ gets no gradient)
-      and ``meta_optimizer.step()`` is called. ``L_Ω`` is not part of the meta objective.
-    - **Stage II, first order** (``meta_gradient="first_order"``, DARTS-style finite differences, official
-      ``FirstOrder_MKCNet``): ``θ' = θ - α (g + wd · θ)`` (no graph); ``d = ∇_θ' [L_D + L_Q](θ')``;
-      ``v = α d``, ``ε = fd_epsilon / ‖v‖``, ``θ± = θ ± ε v``;
-      ``φ.grad = -(∇_φ ℓ(θ+, φ) - ∇_φ ℓ(θ-, φ)) / (2ε) + ∇_φ λ_R R``. With one parameter group this is exactly the
-      official ``-α · hv`` with ``ε = 0.01 / ‖d‖`` (the ``θ``-space step has norm ``fd_epsilon`` either way). All
-      of ``θ'``, ``θ±`` are functional calls (no deep copy, real buffers untouched); only ``L_Ω`` depends on φ, so
-      the two gradients are taken in one backward through the meta learner.
-
-    Schedules: ``"epoch"`` (default, official) runs, in each Ignite epoch, stage I over the whole loader and then
-    stage II over it again: ``epoch_length`` defaults to ``2 * len(train_data_loader)`` (Ignite re-creates the data
-    iterator when it is exhausted mid-epoch, so a shuffling loader gives a new order for stage II; bundles must use a
-    ``CacheDataset`` so that this second pass does not decode the images again) and iteration
-    ``i`` of an epoch is stage I iff ``(i - 1) mod epoch_length < epoch_length // 2``. ``"iteration"`` runs stage I
-    and then stage II on the same batch in every iteration (one data load, and one meta-learner forward shared by
-    both stages: φ is the same in both, stage I uses ``y_ω`` detached). LR schedulers (official: ``StepLR`` per
-    epoch for both optimizers) are ordinary handlers.
-
-    Options: ``official_meta_forward=True`` reproduces the official functional-forward quirks in the ``θ̃`` forward
-    of the second-order meta step (see :py:class:`~monai_iqad.networks.nets.MKCNet`); the first-order variant ignores
-    it (the official first-order code used the module forward). AMP (CUDA only) applies to stage I; stage II runs in
-    full precision (double backward). Distributed: the caller may wrap the task net in ``DistributedDataParallel``;
-    stage I uses the wrapper, stage II its ``.module`` (DDP does not support double backward), and the meta
-    learner's gradients are all-reduced (averaged) by hand before ``meta_optimizer.step()`` when the world size is
-    above 1 (the meta learner should therefore *not* be wrapped, or is unwrapped here).
-
-    ``engine.state.output`` (before decollation) is a dict with ``loss`` (the task objective ``ℓ = L_θ`` at θ, in both
-    stages), ``loss_d``, ``loss_q``, ``loss_aux`` (``L_Ω / k``), ``loss_meta`` (``L_φ``; 0.0 in stage I),
-    ``entropy`` (``R``, the *negative* entropy of the batch-mean ``y_ω``), ``stage`` (1 or 2; 2 in the
-    ``"iteration"`` schedule, whose output is the stage-II one), ``pred`` (diagnosis logits at θ), ``label``
-    (diagnosis) and ``quality``. ``engine.state.stage``, ``engine.state.learning_rate`` and
-    ``engine.state.meta_learning_rate`` are updated every iteration. The events ``FORWARD_COMPLETED``,
-    ``LOSS_COMPLETED`` and ``BACKWARD_COMPLETED`` fire once per stage run, ``MODEL_COMPLETED`` once per iteration.
+    ``engine.state.output`` (before decollation) is a dict with ``loss`` (the task objective ``L_θ`` at θ),
+    ``loss_d``, ``loss_q``, ``loss_aux`` (``L_Ω / k``, unweighted), ``loss_meta`` (``L_φ``; 0.0 in stage I),
+    ``entropy`` (``R``), ``stage`` (1 or 2), ``pred`` (diagnosis logits at θ, ``(B, NUM_T)``), ``label`` (diagnosis
+    ``(B,)``) and ``quality`` ``(B,)``. ``engine.state.stage``, ``learning_rate`` and ``meta_learning_rate`` are
+    updated every iteration. ``FORWARD_COMPLETED``, ``LOSS_COMPLETED`` and ``BACKWARD_COMPLETED`` fire once per stage
+    run, ``MODEL_COMPLETED`` once per iteration.
 
     Args:
         device: device of the run.
         max_epochs: number of epochs.
-        train_data_loader: loader of dict batches ``{image_key: (B, C, H, W), diagnosis_key: (B,), quality_key: (B,)}``.
+        train_data_loader: loader of dict batches ``{"image": (B, C, H, W), "diagnosis": (B,), "quality": (B,)}``.
         network: task net ``M_θ`` returning ``{"diagnosis", "quality", "auxiliary"}`` logits (e.g. ``MKCNet``),
             possibly DDP-wrapped.
         optimizer: optimizer of θ (official: ``SGD(lr=0.01, weight_decay=5e-4)``, no momentum).
-        meta_learner: meta learner ``M_φ(x, diagnosis, quality) → y_ω`` (e.g. ``MetaLearner``).
+        meta_learner: meta learner ``M_φ(x, diagnosis, quality) → y_ω`` (e.g. ``MetaLearner``), not DDP-wrapped.
         meta_optimizer: optimizer of φ (official: ``SGD(lr=META_LR, weight_decay=5e-4)``).
         loss_function: loss on ``(logits, target)`` accepting index and soft targets. Defaults to ``FocalLoss(2.0)``.
         entropy_weight: ``λ_R``. Defaults to 0.3 (DeepDR/CXR-IQAD; 0.5 DRAC, 0.2 EyeQ/CT-IQAD).
+        quality_weight: ``λ_Q``, weight of the quality loss in ``L_θ`` and ``L_φ``. Defaults to 1.0 (paper).
+        auxiliary_weight: ``λ_A``, weight of ``L_Ω / k`` in ``L_θ``. Defaults to 1.0 (paper).
         aux_per_class: ``k``; None reads ``meta_learner.k`` or ``network.aux_per_class``. Defaults to None.
-        schedule: ``"epoch"`` or ``"iteration"``. Defaults to ``"epoch"``.
-        meta_gradient: ``"second_order"`` or ``"first_order"``. Defaults to ``"second_order"``.
-        official_meta_forward: official functional-forward quirks in the second-order ``θ̃`` forward. Defaults False.
+        schedule: ``"epoch"`` (official: a stage-I pass, then a stage-II pass over the loader) or ``"iteration"``
+            (both stages on every batch). Defaults to ``"epoch"``.
+        meta_gradient: ``"second_order"``, ``"forward_mode"`` (same gradient, cheaper) or ``"first_order"``.
+            Defaults to ``"second_order"``.
+        reuse_task_gradient: ``"iteration"`` schedule with ``"forward_mode"`` and a plain-SGD task optimizer only:
+            stage I's SGD step *is* ``θ̃``, so stage II takes the meta-gradient at the iteration's starting θ
+            from it (no second task backward). None: on where it applies. Defaults to None.
+        official_meta_forward: official functional-forward quirks in the ``θ̃`` forward (second order and forward
+            mode). Defaults to False.
         fd_epsilon: θ-space step of the first-order finite differences. Defaults to 0.01 (official).
         entropy_regularizer: callable ``R(y_ω)``. Defaults to ``EntropyRegularizer()``.
-        image_key: batch key of the images. Defaults to ``"image"``.
-        diagnosis_key: batch key of the diagnosis labels. Defaults to ``"diagnosis"``.
-        quality_key: batch key of the quality labels. Defaults to ``"quality"``.
+        amp_dtype: ``"bfloat16"`` or ``"float16"``: autocast on any device with that dtype (``None``: MONAI's
+            ``amp``, CUDA only). Defaults to None.
         epoch_length: iterations per epoch; defaults to ``2 * len(loader)`` (``"epoch"``) or ``len(loader)``.
+        prepare_batch: defaults to :class:`~monai_iqad.engines.PrepareIQADBatch`.
         non_blocking, postprocessing, key_train_metric, additional_metrics, metric_cmp_fn, train_handlers, amp,
         event_names, event_to_attr, decollate, optim_set_to_none, to_kwargs, amp_kwargs: as in
             :py:class:`monai.engines.SupervisedTrainer`.
 
     Raises:
-        ValueError: When ``schedule`` or ``meta_gradient`` is unknown, ``entropy_weight`` is negative,
-            ``fd_epsilon`` is not positive, ``k`` cannot be found, or the ``"epoch"`` schedule has neither a sized
-            loader nor an even ``epoch_length``.
+        ValueError: When ``schedule`` or ``meta_gradient`` is unknown, a weight is negative, ``fd_epsilon`` is not
+            positive, ``k`` cannot be found, ``reuse_task_gradient=True`` does not apply, or the ``"epoch"``
+            schedule has neither a sized loader nor an even ``epoch_length``.
         FloatingPointError: (at run time) when a loss is not finite; the message names the epoch and iteration.
     """
 
@@ -205,17 +138,19 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
         meta_optimizer: Optimizer,
         loss_function: Callable | None = None,
         entropy_weight: float = 0.3,
+        quality_weight: float = 1.0,
+        auxiliary_weight: float = 1.0,
         aux_per_class: int | None = None,
         schedule: str = "epoch",
         meta_gradient: str = "second_order",
+        reuse_task_gradient: bool | None = None,
         official_meta_forward: bool = False,
         fd_epsilon: float = 0.01,
         entropy_regularizer: Callable | None = None,
-        image_key: str = "image",
-        diagnosis_key: str = "diagnosis",
-        quality_key: str = "quality",
+        amp_dtype: str | torch.dtype | None = None,
         epoch_length: int | None = None,
         non_blocking: bool = False,
+        prepare_batch: Callable | None = None,
         postprocessing: Transform | None = None,
         key_train_metric: dict[str, Metric] | None = None,
         additional_metrics: dict[str, Metric] | None = None,
@@ -233,8 +168,13 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}.")
         if meta_gradient not in META_GRADIENTS:
             raise ValueError(f"meta_gradient must be one of {META_GRADIENTS}, got {meta_gradient!r}.")
-        if entropy_weight < 0:
-            raise ValueError(f"entropy_weight must be non-negative, got {entropy_weight}.")
+        for name, value in (
+            ("entropy_weight", entropy_weight),
+            ("quality_weight", quality_weight),
+            ("auxiliary_weight", auxiliary_weight),
+        ):
+            if not value >= 0:
+                raise ValueError(f"{name} must be non-negative, got {value}.")
         if fd_epsilon <= 0:
             raise ValueError(f"fd_epsilon must be positive, got {fd_epsilon}.")
         if aux_per_class is None:
@@ -243,6 +183,15 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
                 aux_per_class = getattr(unwrap_module(network), "aux_per_class", None)
         if aux_per_class is None or int(aux_per_class) < 1:
             raise ValueError(f"aux_per_class (k) must be a positive integer, got {aux_per_class}.")
+        amp, amp_kwargs = amp_settings(amp, amp_kwargs, amp_dtype)
+        fp16_scaling = amp and torch.device(device).type == "cuda" and amp_kwargs.get("dtype") in (None, torch.float16)
+        reusable = schedule == "iteration" and meta_gradient == "forward_mode" and is_plain_sgd(optimizer)
+        reusable = reusable and not fp16_scaling  # a skipped (inf) scaler step would not be θ̃
+        if reuse_task_gradient and not reusable:
+            raise ValueError(
+                "reuse_task_gradient=True needs schedule='iteration', meta_gradient='forward_mode', a plain SGD task "
+                "optimizer (no momentum) and no float16 gradient scaling."
+            )
 
         if schedule == "epoch":
             if epoch_length is None:
@@ -262,6 +211,7 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
             loss_function=FocalLoss(gamma=2.0) if loss_function is None else loss_function,
             epoch_length=epoch_length,
             non_blocking=non_blocking,
+            prepare_batch=PrepareIQADBatch() if prepare_batch is None else prepare_batch,
             postprocessing=postprocessing,
             key_train_metric=key_train_metric,
             additional_metrics=additional_metrics,
@@ -278,15 +228,15 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
         self.meta_learner = meta_learner
         self.meta_optimizer = meta_optimizer
         self.entropy_weight = float(entropy_weight)
+        self.quality_weight = float(quality_weight)
+        self.auxiliary_weight = float(auxiliary_weight)
         self.aux_per_class = int(aux_per_class)
         self.schedule = schedule
         self.meta_gradient = meta_gradient
+        self.reuse_task_gradient = reusable if reuse_task_gradient is None else bool(reuse_task_gradient)
         self.official_meta_forward = official_meta_forward
         self.fd_epsilon = float(fd_epsilon)
         self.entropy_regularizer = EntropyRegularizer() if entropy_regularizer is None else entropy_regularizer
-        self.image_key = image_key
-        self.diagnosis_key = diagnosis_key
-        self.quality_key = quality_key
         self.state.stage = 1
         # the meta learner is not wrapped in DDP: keep its BatchNorm statistics identical on every rank
         self.add_event_handler(Events.EPOCH_COMPLETED, self._sync_meta_buffers)
@@ -305,14 +255,26 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
         epoch_length = self.state.epoch_length
         return 1 if (self.state.iteration - 1) % epoch_length < epoch_length // 2 else 2
 
+    def _aux_loss(self, aux_logits: torch.Tensor, y_w: torch.Tensor) -> torch.Tensor:
+        """``L_Ω / k`` (unweighted)."""
+        return self.loss_function(to_loss_dtype(aux_logits), to_loss_dtype(y_w)) / self.aux_per_class
+
+    def _primary_loss(self, logits: Mapping[str, torch.Tensor], d: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """``L_D + λ_Q L_Q`` (the part of the task objective that is also the meta objective)."""
+        loss_d = self.loss_function(to_loss_dtype(logits["diagnosis"]), d)
+        return loss_d + self.quality_weight * self.loss_function(to_loss_dtype(logits["quality"]), q)
+
     def _task_losses(
-        self, logits: Mapping[str, torch.Tensor], diagnosis: torch.Tensor, quality: torch.Tensor, y_w: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``L_D``, ``L_Q`` and ``L_Ω / k`` (computed in float32 or wider)."""
-        loss_d = self.loss_function(to_loss_dtype(logits["diagnosis"]), diagnosis)
-        loss_q = self.loss_function(to_loss_dtype(logits["quality"]), quality)
-        loss_aux = self.loss_function(to_loss_dtype(logits["auxiliary"]), to_loss_dtype(y_w)) / self.aux_per_class
-        return loss_d, loss_q, loss_aux
+        self, logits: Mapping[str, torch.Tensor], d: torch.Tensor, q: torch.Tensor, y_w: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """``{"loss": L_D + λ_Q L_Q + λ_A L_Ω / k, "loss_d", "loss_q", "loss_aux"}`` (float32 or wider)."""
+        terms = {
+            "loss_d": self.loss_function(to_loss_dtype(logits["diagnosis"]), d),
+            "loss_q": self.loss_function(to_loss_dtype(logits["quality"]), q),
+            "loss_aux": self._aux_loss(logits["auxiliary"], y_w),
+        }
+        loss = terms["loss_d"] + self.quality_weight * terms["loss_q"] + self.auxiliary_weight * terms["loss_aux"]
+        return {"loss": loss, **terms}
 
     def _hyper_params(self) -> dict[int, tuple[float, float]]:
         """``id(param) → (lr, weight_decay)`` of the task optimizer's parameter groups."""
@@ -324,11 +286,15 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
 
     @staticmethod
     def _functional_forward(
-        module: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, **kwargs: Any
+        module: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor, **kwargs: Any
     ) -> dict[str, torch.Tensor]:
         """Forward with replaced parameters and *cloned* buffers (the real BN running statistics stay untouched)."""
         buffers = {name: b.clone() for name, b in module.named_buffers()}
         return functional_call(module, {**params, **buffers}, (x,), kwargs)
+
+    def _stage_two_autocast(self, engine: MetaAuxiliaryTrainer) -> contextlib.AbstractContextManager:
+        """Autocast for the forward passes of stage II: forward mode only (no double backward through them)."""
+        return autocast(engine) if self.meta_gradient == "forward_mode" else contextlib.nullcontext()
 
     # ------------------------------------------------------------------------------------------------------------
     def _task_step(
@@ -340,7 +306,7 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
         y_w: torch.Tensor | None = None,
     ) -> dict:
         """
-        Stage I: update θ with ``L_D + L_Q + L_Ω / k``; φ is only evaluated (no graph).
+        Stage I: update θ with ``L_θ``; φ is only evaluated (no graph).
 
         Args:
             y_w: this batch's ``y_ω`` when the caller already computed it at the current φ (the ``"iteration"``
@@ -352,42 +318,20 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
         if y_w is None:
             meta_learner = engine.meta_learner
             meta_learner.train()
-            with torch.no_grad():
+            with torch.no_grad(), autocast(engine):
                 y_w = meta_learner(x, d, q)
-        else:
-            y_w = y_w.detach()
+        y_w = y_w.detach()
         output: dict[str, Any] = {"stage": 1, "label": d, "quality": q}
         engine.state.output = output
-        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        use_amp = amp_enabled(engine)
-        if use_amp:
-            with torch.autocast("cuda", **engine.amp_kwargs):
-                logits = network(x)
-        else:
+
+        def _compute() -> dict[str, torch.Tensor]:
             logits = network(x)
-        output["pred"] = logits["diagnosis"].detach()
-        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-        loss_d, loss_q, loss_aux = self._task_losses(logits, d, q, y_w)
-        loss = loss_d + loss_q + loss_aux
-        output.update(
-            loss=loss.detach(),
-            loss_d=loss_d.detach(),
-            loss_q=loss_q.detach(),
-            loss_aux=loss_aux.detach(),
-            loss_meta=0.0,
-            entropy=self.entropy_regularizer(y_w).detach(),
-        )
-        check_finite(engine, loss, "task loss")
-        engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        if use_amp:
-            engine.scaler.scale(loss).backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.scaler.step(engine.optimizer)
-            engine.scaler.update()
-        else:
-            loss.backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.optimizer.step()
+            output["pred"] = logits["diagnosis"].detach()
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            return self._task_losses(logits, d, q, y_w)
+
+        output.update(training_step(engine, _compute, name="task loss"))
+        output.update(loss_meta=0.0, entropy=self.entropy_regularizer(y_w).detach())
         return output
 
     def _meta_step(
@@ -397,6 +341,7 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
         d: torch.Tensor,
         q: torch.Tensor,
         y_w: torch.Tensor | None = None,
+        stage_one: Mapping[str, Any] | None = None,
     ) -> dict:
         """
         Stage II: update φ through the pseudo-updated task net; θ and the real BN buffers are not changed.
@@ -404,6 +349,8 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
         Args:
             y_w: this batch's ``y_ω`` at the current φ, **with** its graph (shared by the ``"iteration"`` schedule);
                 None computes it here.
+            stage_one: ``reuse_task_gradient``: ``{"theta": θ before stage I's step (name → tensor), "output":
+                stage I's output}``; ``θ̃`` is then the network's current parameters (stage I's SGD step).
         """
         network, meta_learner = unwrap_module(engine.network), unwrap_module(engine.meta_learner)
         network.train()
@@ -411,93 +358,137 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
         output: dict[str, Any] = {"stage": 2, "label": d, "quality": q}
         engine.state.output = output
         engine.meta_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-
         if y_w is None:
-            y_w = meta_learner(x, d, q)
-        entropy = self.entropy_regularizer(y_w)
-        logits = network(x)  # module forward at θ: BN running statistics are updated here (official behaviour)
-        output["pred"] = logits["diagnosis"].detach()
-        loss_d, loss_q, loss_aux = self._task_losses(logits, d, q, y_w)
-        ell = loss_d + loss_q + loss_aux
-        output.update(loss=ell.detach(), loss_d=loss_d.detach(), loss_q=loss_q.detach(), loss_aux=loss_aux.detach())
-        check_finite(engine, ell, "task loss")
-
+            with self._stage_two_autocast(engine):
+                y_w = meta_learner(x, d, q)
+        entropy = self.entropy_regularizer(to_loss_dtype(y_w))
         names, thetas = zip(*[(n, p) for n, p in network.named_parameters() if p.requires_grad])
         hyper = self._hyper_params()
-        phis = [p for p in meta_learner.parameters() if p.requires_grad]
-        if self.meta_gradient == "second_order":
-            grads = torch.autograd.grad(ell, thetas, create_graph=True, allow_unused=True)
-            fast = {}
-            for name, p, g in zip(names, thetas, grads):
-                lr, wd = hyper.get(id(p), (0.0, 0.0))
-                step = wd * p if g is None else g + wd * p
-                fast[name] = p - lr * step
-            quirks = {"official_meta_forward": True} if self.official_meta_forward else {}
-            out_fast = self._functional_forward(network, fast, x, **quirks)
-            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            loss_meta = (
-                self.loss_function(to_loss_dtype(out_fast["diagnosis"]), d)
-                + self.loss_function(to_loss_dtype(out_fast["quality"]), q)
-                + self.entropy_weight * entropy
+        batch = _MetaBatch(
+            network=network,
+            names=list(names),
+            thetas=list(thetas),
+            lrs=[hyper.get(id(p), (0.0, 0.0))[0] for p in thetas],
+            decays=[hyper.get(id(p), (0.0, 0.0))[1] for p in thetas],
+            x=x,
+            d=d,
+            q=q,
+            y_w=y_w,
+            entropy=entropy,
+            phis=[p for p in meta_learner.parameters() if p.requires_grad],
+        )
+
+        if stage_one is not None:  # θ̃ = the current θ (stage I's step); the meta-gradient is taken at stage I's θ
+            for key in ("loss", "loss_d", "loss_q", "loss_aux", "pred"):
+                output[key] = stage_one["output"][key]
+            fast = {n: p.detach().requires_grad_(True) for n, p in zip(names, thetas)}
+            loss_meta, phi_grads = self._forward_mode_gradients(
+                engine, batch, stage_one["theta"], fast, average_tangents=True
             )
-            check_finite(engine, loss_meta, "meta loss")
-            engine.fire_event(IterationEvents.LOSS_COMPLETED)
-            phi_grads = torch.autograd.grad(loss_meta, phis, allow_unused=True)
         else:
-            loss_meta, phi_grads = self._first_order_gradients(
-                engine, network, names, thetas, hyper, x, d, q, y_w, logits, entropy
-            )
-        for p, g in zip(phis, phi_grads):
+            with self._stage_two_autocast(engine):
+                logits = network(x)  # module forward at θ: BN running statistics are updated here (official)
+            output["pred"] = logits["diagnosis"].detach()
+            attached = self.meta_gradient == "second_order"
+            terms = self._task_losses(logits, d, q, y_w if attached else y_w.detach())
+            output.update({k: v.detach() for k, v in terms.items()})
+            check_finite(engine, terms["loss"], "task loss", terms)
+            # g = ∇_θ ℓ: with the graph to φ (second order) or without (φ's part is taken separately)
+            grads = torch.autograd.grad(terms["loss"], thetas, create_graph=attached, allow_unused=True)
+            with torch.no_grad() if not attached else contextlib.nullcontext():
+                fast = {
+                    n: p - lr * (wd * p if g is None else g + wd * p)
+                    for n, p, g, lr, wd in zip(names, thetas, grads, batch.lrs, batch.decays)
+                }
+            if attached:
+                _, loss_meta = self._meta_loss(engine, batch, fast, quirks=True)
+                phi_grads = torch.autograd.grad(loss_meta, batch.phis, allow_unused=True)
+            else:
+                fast = {n: t.detach().requires_grad_(True) for n, t in fast.items()}
+                if self.meta_gradient == "forward_mode":
+                    point = {n: p.detach() for n, p in zip(names, thetas)}
+                    loss_meta, phi_grads = self._forward_mode_gradients(engine, batch, point, fast)
+                else:
+                    loss_meta, phi_grads = self._first_order_gradients(engine, batch, fast)
+        for p, g in zip(batch.phis, phi_grads):
             if g is None:
                 continue
             if p.grad is None:
                 p.grad = g.detach()
             else:
                 p.grad.add_(g.detach())
-        all_reduce_gradients(phis)  # DDP cannot double-backward: average φ's gradients by hand
+        all_reduce_gradients(batch.phis)  # the meta learner is not DDP-wrapped: average φ's gradients by hand
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         engine.meta_optimizer.step()
         output.update(loss_meta=loss_meta.detach(), entropy=entropy.detach())
         return output
 
-    def _first_order_gradients(
-        self,
-        engine: MetaAuxiliaryTrainer,
-        network: nn.Module,
-        names: Sequence[str],
-        thetas: Sequence[torch.Tensor],
-        hyper: dict[int, tuple[float, float]],
-        x: torch.Tensor,
-        d: torch.Tensor,
-        q: torch.Tensor,
-        y_w: torch.Tensor,
-        logits: Mapping[str, torch.Tensor],
-        entropy: torch.Tensor,
-    ) -> tuple[torch.Tensor, Sequence[torch.Tensor | None]]:
-        """DARTS-style finite-difference meta-gradient (official ``ComputeFirstOrder``); returns ``(L_φ(θ'), ∇_φ)``."""
-        # g = ∇_θ ℓ without a graph: ℓ's φ-dependence does not matter for the virtual step
-        loss_d, loss_q, loss_aux = self._task_losses(logits, d, q, y_w.detach())
-        grads = torch.autograd.grad(loss_d + loss_q + loss_aux, thetas, allow_unused=True)
-        lrs = [hyper.get(id(p), (0.0, 0.0))[0] for p in thetas]
-        virtual = {}
-        with torch.no_grad():
-            for name, p, g, lr in zip(names, thetas, grads, lrs):
-                wd = hyper.get(id(p), (0.0, 0.0))[1]
-                step = wd * p if g is None else g + wd * p
-                virtual[name] = (p - lr * step).detach().requires_grad_(True)
-        out_v = self._functional_forward(network, virtual, x)
+    def _meta_loss(
+        self, engine: MetaAuxiliaryTrainer, batch: _MetaBatch, fast: Mapping[str, torch.Tensor], quirks: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(L_D + λ_Q L_Q)(θ̃)`` and ``L_φ`` (that plus ``λ_R R``) from the functional forward at ``fast = θ̃``."""
+        kwargs = {"official_meta_forward": True} if quirks and self.official_meta_forward else {}
+        with self._stage_two_autocast(engine):
+            out_fast = self._functional_forward(batch.network, fast, batch.x, **kwargs)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-        primary = self.loss_function(to_loss_dtype(out_v["diagnosis"]), d) + self.loss_function(
-            to_loss_dtype(out_v["quality"]), q
-        )
-        loss_meta = primary + self.entropy_weight * entropy
+        primary = self._primary_loss(out_fast, batch.d, batch.q)
+        loss_meta = primary + self.entropy_weight * batch.entropy
         check_finite(engine, loss_meta, "meta loss")
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        return primary, loss_meta
+
+    def _forward_mode_gradients(
+        self,
+        engine: MetaAuxiliaryTrainer,
+        batch: _MetaBatch,
+        point: Mapping[str, torch.Tensor],
+        fast: Mapping[str, torch.Tensor],
+        average_tangents: bool = False,
+    ) -> tuple[torch.Tensor, Sequence[torch.Tensor | None]]:
+        """
+        Forward mode (exact): ``∇_φ L_φ = -(∂y_ω/∂φ)ᵀ ∂/∂y_ω ⟨∇_z ℓ_Ω(z, y_ω), J_z u⟩ + λ_R ∇_φ R`` with
+        ``u = α ⊙ ∇_θ̃ L_φ``, ``z`` the auxiliary logits at θ (``point``) and ``J_z u`` from one ``forward_ad`` pass.
+
+        Args:
+            point: θ, where ``g = ∇_θ ℓ`` was taken (name → tensor, no graph).
+            fast: ``θ̃ = θ - α (g + wd θ)`` as leaves requiring grad.
+            average_tangents: average ``u`` over the processes (when ``θ̃`` came from a DDP-averaged ``g``).
+
+        Returns:
+            ``(L_φ, ∇_φ L_φ)``.
+        """
+        primary, loss_meta = self._meta_loss(engine, batch, fast, quirks=True)
+        v = torch.autograd.grad(primary, [fast[n] for n in batch.names], allow_unused=True)
+        tangents = {  # u = α ⊙ v, per parameter group
+            n: torch.zeros_like(point[n]) if g is None else lr * g.to(point[n].dtype)
+            for n, g, lr in zip(batch.names, v, batch.lrs)
+        }
+        if average_tangents and get_world_size() > 1:
+            for t in tangents.values():
+                dist.all_reduce(t, op=dist.ReduceOp.SUM)
+                t.div_(get_world_size())
+        buffers = {n: b.clone() for n, b in batch.network.named_buffers()}
+        with torch.no_grad(), fwAD.dual_level():  # J_z u at θ (train-mode BN, cloned buffers), full precision
+            duals = {n: fwAD.make_dual(point[n], tangents[n]) for n in batch.names}
+            aux = functional_call(batch.network, {**point, **duals, **buffers}, (batch.x,))["auxiliary"]
+            z, z_dot = fwAD.unpack_dual(aux)
+        z = to_loss_dtype(z).detach().requires_grad_(True)
+        loss_aux = self.auxiliary_weight * self._aux_loss(z, batch.y_w)  # y_ω with its graph
+        (grad_z,) = torch.autograd.grad(loss_aux, z, create_graph=True)
+        surrogate = self.entropy_weight * batch.entropy - (grad_z * to_loss_dtype(z_dot)).sum()
+        return loss_meta, torch.autograd.grad(surrogate, batch.phis, allow_unused=True)
+
+    def _first_order_gradients(
+        self, engine: MetaAuxiliaryTrainer, batch: _MetaBatch, virtual: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, Sequence[torch.Tensor | None]]:
+        """DARTS-style finite-difference meta-gradient (official ``ComputeFirstOrder``); returns ``(L_φ(θ'), ∇_φ)``."""
+        names, thetas, network, x = batch.names, batch.thetas, batch.network, batch.x
+        primary, loss_meta = self._meta_loss(engine, batch, virtual, quirks=False)
         d_theta = torch.autograd.grad(primary, [virtual[n] for n in names], allow_unused=True)
         with torch.no_grad():
-            v = [torch.zeros_like(p) if g is None else lr * g for p, g, lr in zip(thetas, d_theta, lrs)]
+            v = [torch.zeros_like(p) if g is None else lr * g for p, g, lr in zip(thetas, d_theta, batch.lrs)]
             norm = torch.sqrt(sum((to_loss_dtype(t) ** 2).sum() for t in v))
-        surrogate = self.entropy_weight * entropy
+        surrogate = self.entropy_weight * batch.entropy
         if float(norm) > 0:
             eps = self.fd_epsilon / float(norm)
             with torch.no_grad():
@@ -505,11 +496,10 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
                 minus = {n: p - eps * t for n, p, t in zip(names, thetas, v)}
                 aux_plus = self._functional_forward(network, plus, x)["auxiliary"]
                 aux_minus = self._functional_forward(network, minus, x)["auxiliary"]
-            l_plus = self.loss_function(to_loss_dtype(aux_plus), to_loss_dtype(y_w)) / self.aux_per_class
-            l_minus = self.loss_function(to_loss_dtype(aux_minus), to_loss_dtype(y_w)) / self.aux_per_class
+            l_plus = self.auxiliary_weight * self._aux_loss(aux_plus, batch.y_w)
+            l_minus = self.auxiliary_weight * self._aux_loss(aux_minus, batch.y_w)
             surrogate = surrogate - (l_plus - l_minus) / (2.0 * eps)
-        phis = [p for p in unwrap_module(engine.meta_learner).parameters() if p.requires_grad]
-        return loss_meta, torch.autograd.grad(surrogate, phis, allow_unused=True)
+        return loss_meta, torch.autograd.grad(surrogate, batch.phis, allow_unused=True)
 
     # ------------------------------------------------------------------------------------------------------------
     def _iteration(self, engine: MetaAuxiliaryTrainer, batchdata: dict[str, torch.Tensor]) -> dict:
@@ -526,29 +516,27 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
             KeyError: When a batch key is missing.
             FloatingPointError: When a loss is not finite.
         """
-        x, d, q = prepare_iqad_batch(
-            batchdata,
-            engine.state.device,
-            engine.non_blocking,
-            self.image_key,
-            self.diagnosis_key,
-            self.quality_key,
-            **engine.to_kwargs,
-        )
+        x, d, q = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         engine.state.learning_rate = engine.optimizer.param_groups[0]["lr"]
         engine.state.meta_learning_rate = engine.meta_optimizer.param_groups[0]["lr"]
         if self.schedule == "iteration":
             # φ does not change between the two stages of an iteration, so one meta-learner forward (with the graph
-            # that stage II needs) gives y_ω to both; stage I uses it detached. Same values as a separate no-grad
-            # forward; only the meta learner's BN running statistics (never used: it always runs in train mode)
-            # are updated once per iteration instead of twice.
+            # that stage II needs) gives y_ω to both; stage I uses it detached.
             meta_learner = unwrap_module(engine.meta_learner)
             meta_learner.train()
-            y_w = meta_learner(x, d, q)
+            with self._stage_two_autocast(engine):
+                y_w = meta_learner(x, d, q)
             engine.state.stage = 1
-            self._task_step(engine, x, d, q, y_w=y_w)
-            engine.state.stage = 2
-            output = self._meta_step(engine, x, d, q, y_w=y_w)
+            if self.reuse_task_gradient:
+                net = unwrap_module(engine.network)
+                theta = {n: p.detach().clone() for n, p in net.named_parameters() if p.requires_grad}
+                stage_one = {"theta": theta, "output": self._task_step(engine, x, d, q, y_w=y_w)}
+                engine.state.stage = 2
+                output = self._meta_step(engine, x, d, q, y_w=y_w, stage_one=stage_one)
+            else:
+                self._task_step(engine, x, d, q, y_w=y_w)
+                engine.state.stage = 2
+                output = self._meta_step(engine, x, d, q, y_w=y_w)
         else:
             engine.state.stage = self.current_stage()
             step = self._task_step if engine.state.stage == 1 else self._meta_step

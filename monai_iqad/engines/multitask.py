@@ -14,7 +14,8 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from torch.optim.optimizer import Optimizer
 from torch.utils.data import DataLoader
 
-from monai_iqad.engines.meta_auxiliary import amp_enabled, check_finite, prepare_iqad_batch, to_loss_dtype
+from monai_iqad.engines.prepare_batch import PrepareIQADBatch
+from monai_iqad.engines.step import amp_settings, to_loss_dtype, training_step
 from monai_iqad.losses.focal import FocalLoss
 
 if TYPE_CHECKING:
@@ -30,7 +31,8 @@ __all__ = ["MultiTaskTrainer", "VanillaTrainer"]
 class _IQADTrainer(SupervisedTrainer):
     """Shared constructor and single-step iteration of the baseline trainers (subclasses define the loss terms)."""
 
-    uses_quality = True
+    #: read the quality labels: True (required), None (when the batch has them)
+    uses_quality: bool | None = True
 
     def __init__(
         self,
@@ -40,11 +42,10 @@ class _IQADTrainer(SupervisedTrainer):
         network: nn.Module,
         optimizer: Optimizer,
         loss_function: Callable | None = None,
-        image_key: str = "image",
-        diagnosis_key: str = "diagnosis",
-        quality_key: str | None = "quality",
+        amp_dtype: str | torch.dtype | None = None,
         epoch_length: int | None = None,
         non_blocking: bool = False,
+        prepare_batch: Callable | None = None,
         postprocessing: Transform | None = None,
         key_train_metric: dict[str, Metric] | None = None,
         additional_metrics: dict[str, Metric] | None = None,
@@ -58,6 +59,7 @@ class _IQADTrainer(SupervisedTrainer):
         to_kwargs: dict | None = None,
         amp_kwargs: dict | None = None,
     ) -> None:
+        amp, amp_kwargs = amp_settings(amp, amp_kwargs, amp_dtype)
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -67,6 +69,7 @@ class _IQADTrainer(SupervisedTrainer):
             loss_function=FocalLoss(gamma=2.0) if loss_function is None else loss_function,
             epoch_length=epoch_length,
             non_blocking=non_blocking,
+            prepare_batch=PrepareIQADBatch(self.uses_quality) if prepare_batch is None else prepare_batch,
             postprocessing=postprocessing,
             key_train_metric=key_train_metric,
             additional_metrics=additional_metrics,
@@ -80,9 +83,6 @@ class _IQADTrainer(SupervisedTrainer):
             to_kwargs=to_kwargs,
             amp_kwargs=amp_kwargs,
         )
-        self.image_key = image_key
-        self.diagnosis_key = diagnosis_key
-        self.quality_key = quality_key
         self.state.stage = 1
         self.state.learning_rate = optimizer.param_groups[0]["lr"]
 
@@ -100,56 +100,29 @@ class _IQADTrainer(SupervisedTrainer):
             KeyError: When a batch key is missing.
             FloatingPointError: When the loss is not finite.
         """
-        x, d, q = prepare_iqad_batch(
-            batchdata,
-            engine.state.device,
-            engine.non_blocking,
-            self.image_key,
-            self.diagnosis_key,
-            self.quality_key if self.uses_quality else None,
-            **engine.to_kwargs,
-        )
-        if q is None and self.quality_key is not None and self.quality_key in batchdata:
-            q = torch.as_tensor(batchdata[self.quality_key]).to(engine.state.device).long().reshape(-1)
+        x, d, q = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         engine.state.learning_rate = engine.optimizer.param_groups[0]["lr"]
         output: dict[str, Any] = {"stage": 1, "label": d}
         if q is not None:
             output["quality"] = q
         engine.state.output = output
         engine.network.train()
-        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        use_amp = amp_enabled(engine)
-        if use_amp:
-            with torch.autocast("cuda", **engine.amp_kwargs):
-                logits = engine.network(x)
-        else:
+
+        def _compute() -> dict[str, torch.Tensor]:
             logits = engine.network(x)
-        pred = logits["diagnosis"] if isinstance(logits, Mapping) else logits
-        output["pred"] = pred.detach()
-        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-        terms = self._losses(logits, d, q)
-        loss = sum(terms.values())
-        output["loss"] = loss.detach()
-        output.update({name: value.detach() for name, value in terms.items()})
-        check_finite(engine, loss, "loss")
-        engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        if use_amp:
-            engine.scaler.scale(loss).backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.scaler.step(engine.optimizer)
-            engine.scaler.update()
-        else:
-            loss.backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.optimizer.step()
+            output["pred"] = (logits["diagnosis"] if isinstance(logits, Mapping) else logits).detach()
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            return self._losses(logits, d, q)
+
+        output.update(training_step(engine, _compute))
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
 
 
 class MultiTaskTrainer(_IQADTrainer):
     """
-    Multi-task ablation of MKCNet: the task net is trained with ``L_D + L_Q`` only (no meta learner, the auxiliary
-    head is unused and receives no gradient).
+    Multi-task ablation of MKCNet: the task net is trained with ``L_D + λ_Q L_Q`` only (no meta learner, the
+    auxiliary head is unused and receives no gradient). See ``docs/mkcnet.md``.
 
     Based on the ablation of: "Che, Chen, Chen, Image Quality-aware Diagnosis via Meta-knowledge Co-embedding,
     CVPR 2023, https://arxiv.org/abs/2303.15038".
@@ -165,21 +138,28 @@ class MultiTaskTrainer(_IQADTrainer):
         network: network returning ``{"diagnosis", "quality", ...}`` logits (e.g. ``MKCNet``).
         optimizer: optimizer of the network (official: ``SGD(lr=0.01, weight_decay=5e-4)``).
         loss_function: loss on ``(logits, labels)``. Defaults to ``FocalLoss(2.0)``.
-        image_key, diagnosis_key, quality_key: batch keys. Default to ``"image"``, ``"diagnosis"``, ``"quality"``.
+        quality_weight: ``λ_Q``. Defaults to 1.0 (paper).
+        amp_dtype: ``"bfloat16"``/``"float16"``: autocast on any device (None: MONAI's ``amp``, CUDA only).
+        prepare_batch: defaults to :class:`~monai_iqad.engines.PrepareIQADBatch`.
         epoch_length, non_blocking, postprocessing, key_train_metric, additional_metrics, metric_cmp_fn,
         train_handlers, amp, event_names, event_to_attr, decollate, optim_set_to_none, to_kwargs, amp_kwargs: as in
             :py:class:`monai.engines.SupervisedTrainer`.
     """
+
+    def __init__(self, *args: Any, quality_weight: float = 1.0, **kwargs: Any) -> None:
+        if not quality_weight >= 0:
+            raise ValueError(f"quality_weight must be non-negative, got {quality_weight}.")
+        super().__init__(*args, **kwargs)
+        self.quality_weight = float(quality_weight)
 
     def _losses(
         self, logits: Mapping[str, torch.Tensor] | torch.Tensor, d: torch.Tensor, q: torch.Tensor | None
     ) -> dict[str, torch.Tensor]:
         if not isinstance(logits, Mapping):
             raise TypeError("MultiTaskTrainer needs a network returning a dict with 'diagnosis' and 'quality'.")
-        return {
-            "loss_d": self.loss_function(to_loss_dtype(logits["diagnosis"]), d),
-            "loss_q": self.loss_function(to_loss_dtype(logits["quality"]), q),
-        }
+        loss_d = self.loss_function(to_loss_dtype(logits["diagnosis"]), d)
+        loss_q = self.loss_function(to_loss_dtype(logits["quality"]), q)
+        return {"loss": loss_d + self.quality_weight * loss_q, "loss_d": loss_d, "loss_q": loss_q}
 
 
 class VanillaTrainer(_IQADTrainer):
@@ -189,7 +169,7 @@ class VanillaTrainer(_IQADTrainer):
     ``MKCNet``, whose other heads then receive no gradient) or a plain logits tensor.
 
     Based on the baseline of: "Che, Chen, Chen, Image Quality-aware Diagnosis via Meta-knowledge Co-embedding,
-    CVPR 2023, https://arxiv.org/abs/2303.15038".
+    CVPR 2023, https://arxiv.org/abs/2303.15038". See ``docs/mkcnet.md``.
 
     ``engine.state.output`` (before decollation): ``loss``, ``loss_d``, ``stage`` (always 1), ``pred``, ``label`` and,
     when the batch has it, ``quality``. The quality key is optional here.
@@ -201,16 +181,18 @@ class VanillaTrainer(_IQADTrainer):
         network: network returning diagnosis logits (tensor) or a dict with ``"diagnosis"``.
         optimizer: optimizer of the network.
         loss_function: loss on ``(logits, labels)``. Defaults to ``FocalLoss(2.0)``.
-        image_key, diagnosis_key, quality_key: batch keys. Default to ``"image"``, ``"diagnosis"``, ``"quality"``.
+        amp_dtype: ``"bfloat16"``/``"float16"``: autocast on any device (None: MONAI's ``amp``, CUDA only).
+        prepare_batch: defaults to :class:`~monai_iqad.engines.PrepareIQADBatch` (quality read when present).
         epoch_length, non_blocking, postprocessing, key_train_metric, additional_metrics, metric_cmp_fn,
         train_handlers, amp, event_names, event_to_attr, decollate, optim_set_to_none, to_kwargs, amp_kwargs: as in
             :py:class:`monai.engines.SupervisedTrainer`.
     """
 
-    uses_quality = False
+    uses_quality = None
 
     def _losses(
         self, logits: Mapping[str, torch.Tensor] | torch.Tensor, d: torch.Tensor, q: torch.Tensor | None
     ) -> dict[str, torch.Tensor]:
         pred = logits["diagnosis"] if isinstance(logits, Mapping) else logits
-        return {"loss_d": self.loss_function(to_loss_dtype(pred), d)}
+        loss_d = self.loss_function(to_loss_dtype(pred), d)
+        return {"loss": loss_d, "loss_d": loss_d}

@@ -1,0 +1,69 @@
+"""Batch preparation of the trainers as MONAI ``PrepareBatch`` classes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from monai.data import MetaTensor
+from monai.engines.utils import PrepareBatch
+
+__all__ = ["PrepareIQADBatch"]
+
+
+def _plain(value: Any) -> torch.Tensor:
+    """A plain tensor (a ``MetaTensor`` is unwrapped: the trainers do not need its metadata)."""
+    return value.as_tensor() if isinstance(value, MetaTensor) else torch.as_tensor(value)
+
+
+class PrepareIQADBatch(PrepareBatch):
+    """
+    Move an IQAD batch dict ``{"image": (B, C, H, W), "diagnosis": (B,), "quality": (B,)}`` to the device: the image
+    as a plain tensor, the labels as ``long`` ``(B,)``.
+
+    Args:
+        quality: read the quality labels: ``True`` (required), ``False`` (ignored, returned as None) or ``None``
+            (used when the batch has them). Defaults to True.
+
+    Returns (when called):
+        ``(image, diagnosis, quality)``; ``quality`` is None when it is not read.
+
+    Raises (when called):
+        ValueError: When ``batchdata`` is None.
+        KeyError: When a required key is missing (the message lists the batch keys).
+    """
+
+    image_key, diagnosis_key, quality_key = "image", "diagnosis", "quality"
+
+    def __init__(self, quality: bool | None = True) -> None:
+        self.quality = quality
+
+    def __call__(
+        self,
+        batchdata: Mapping[str, Any],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """
+        Args:
+            batchdata: the collated batch.
+            device: target device.
+            non_blocking: asynchronous host-to-device copy.
+            kwargs: other ``Tensor.to`` arguments for the image (the trainer's ``to_kwargs``).
+        """
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        read_quality = self.quality or (self.quality is None and self.quality_key in batchdata)
+        required = (self.image_key, self.diagnosis_key) + ((self.quality_key,) if read_quality else ())
+        for key in required:
+            if key not in batchdata:
+                raise KeyError(f"batch has no key {key!r}; its keys are {sorted(batchdata)}.")
+
+        def _label(value: Any) -> torch.Tensor:
+            return _plain(value).to(device=device, non_blocking=non_blocking).long().reshape(-1)
+
+        image = _plain(batchdata[self.image_key]).to(device=device, non_blocking=non_blocking, **kwargs)
+        quality = _label(batchdata[self.quality_key]) if read_quality else None
+        return image, _label(batchdata[self.diagnosis_key]), quality
