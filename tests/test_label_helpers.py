@@ -33,6 +33,7 @@ from monai_iqad.label import (
     validate_image_id,
     validate_label_tag,
 )
+from monai_iqad.label.bundles import network_kind
 from monai_iqad.label.safety import (
     InvalidParameterError,
     check_index_param,
@@ -41,6 +42,9 @@ from monai_iqad.label.safety import (
     remove_upload,
     sweep_uploads,
 )
+from monai_iqad.label.settings import check_bool
+from monai_iqad.networks import SAQM
+from monai_iqad.utils.config import as_bool
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"
@@ -232,6 +236,12 @@ def test_diagnosis_result_and_names():
     assert list(out["quality"]["probabilities"]) == ["quality 0", "quality 1"]
     with pytest.raises(ValueError):
         diagnosis_result(probs, 5, None, None, "m")
+    # named heads give the same reply as the flat MKCNetInference vector
+    heads = {"diagnosis": probs[:3], "quality": probs[3:]}
+    names = (["a", "b", "c"], None, "m")
+    assert diagnosis_result(heads, 3, *names) == diagnosis_result(probs, 3, *names)
+    with pytest.raises(ValueError, match="expected 2 diagnosis"):
+        diagnosis_result(heads, 2, None, None, "m")
 
 
 @pytest.mark.parametrize(
@@ -265,8 +275,15 @@ def test_settings_from_conf(tmp_path):
     )
     assert s.models == ["a", "b"] and s.quality_threshold == 0.7 and s.overlays == ["demo.json"]
     assert s.bundles_dir == tmp_path and s.skip_trainers
-    for bad in ({"quality_threshold": "2"}, {"overlays": "../x.json"}, {"triage": "maybe"}):
-        with pytest.raises(InvalidParameterError):
+    assert s.max_upload_mb == 512 and s.as_info()["max_upload_mb"] == 512
+    # one boolean parser: monai_iqad.utils.config.as_bool, with the option named in the error
+    s = LabelAppSettings.from_conf({"triage": "Off", "patch_scores": "no", "skip_trainers": 1, "max_upload_mb": "64"})
+    assert (s.triage, s.patch_scores, s.skip_trainers, s.max_upload_mb) == (False, False, True, 64)
+    for value in (True, "on", "YES", " 1 ", 0, "false", "none"):
+        assert check_bool(value, "x") is as_bool(value)
+    bads = ({"quality_threshold": "2"}, {"overlays": "../x.json"}, {"triage": "maybe"}, {"max_upload_mb": "0"})
+    for bad in bads:
+        with pytest.raises(InvalidParameterError, match=next(iter(bad))):
             LabelAppSettings.from_conf(bad)
 
 
@@ -296,6 +313,59 @@ def test_discover_bundles_kinds_and_names(tmp_path):
     assert spec.weights_status().startswith("missing")
     files = spec.config_files("inference", ["demo.json", "absent.json"])
     assert files[0].name in ("inference.json", "train.json") and files[-1].name == "demo.json"
+
+
+def _bundle(root: Path, name: str, network_def, metadata: dict | None = None) -> Path:
+    """A minimal bundle folder: ``configs/inference.json`` with ``network_def`` (and ``metadata.json``)."""
+    configs = root / name / "configs"
+    configs.mkdir(parents=True)
+    config = {"imports": ["$import monai_iqad"], "network_def": network_def}
+    (configs / "inference.json").write_text(json.dumps(config))
+    if metadata is not None:
+        (configs / "metadata.json").write_text(json.dumps({"network_data_format": {"outputs": metadata}}))
+    return root / name
+
+
+def test_bundle_kind_from_the_network_class(tmp_path):
+    mk = {"_target_": "monai_iqad.networks.MKCNet", "num_diagnosis": 2, "num_quality": 2}
+    _bundle(tmp_path, "vanilla", {"_target_": "monai_iqad.networks.VanillaNet", "num_diagnosis": 2})  # no "MKCNet"
+    _bundle(tmp_path, "wrapped", {"_target_": "monai_iqad.networks.MKCNetInference", "net": mk})
+    _bundle(tmp_path, "expression", "$monai_iqad.networks.SAQM(width=0.0625)")  # no _target_: built, then typed
+    _bundle(tmp_path, "densenet", {"_target_": "DenseNet121", "spatial_dims": 2, "in_channels": 1, "out_channels": 1})
+    # an SAQM named inside another module's network is still that module's kind, not "saqm"
+    _bundle(
+        tmp_path,
+        "sequential",
+        {"_target_": "torch.nn.Sequential", "_requires_": {"_target_": "monai_iqad.networks.SAQM"}},
+    )
+    _bundle(tmp_path, "unknown", {"_target_": "no.such.Net"})
+    kinds = {name: spec.kind for name, spec in discover_bundles(tmp_path).items()}
+    assert kinds == {"vanilla": "mkcnet", "wrapped": "mkcnet", "expression": "saqm"}
+    assert network_kind(torch.nn.Linear(1, 1)) is None and network_kind(SAQM) == "saqm"
+
+
+def test_mkcnet_class_names_come_from_metadata_only(tmp_path):
+    mk = {
+        "_target_": "monai_iqad.networks.MKCNet",
+        "num_diagnosis": 2,
+        "num_quality": 2,
+        "aux_per_class": 2,
+        "width": 0.0625,
+    }
+    channels = {"1": "diagnosis: DR", "0": "diagnosis: no DR", "2": "quality: bad", "3": "Quality : ok"}
+    one_output = {"pred": {"channel_def": channels}}
+    per_head = {"diagnosis": {"channel_def": {"0": "no DR", "1": "DR"}}, "quality": {"channel_def": ["bad", "ok"]}}
+    expected = (2, 2, ["no DR", "DR"], ["bad", "ok"])
+    for name, outputs in (("one", one_output), ("heads", per_head)):
+        _bundle(tmp_path, name, mk, outputs)
+        assert mkcnet_class_names(discover_bundles(tmp_path, [name])[name]) == expected
+    _bundle(tmp_path, "nameless", mk, {"pred": {"channel_def": {"0": "p0", "1": "p1"}}})
+    with pytest.raises(BundleError, match="metadata.json"):
+        mkcnet_class_names(discover_bundles(tmp_path, ["nameless"])["nameless"])
+    # metadata and network disagree: refused, naming both counts
+    _bundle(tmp_path, "three", {**mk, "num_diagnosis": 3}, per_head)
+    with pytest.raises(BundleError, match="2 diagnosis and 2 quality classes, the network has 3 and 2"):
+        load_inference_model(discover_bundles(tmp_path, ["three"])["three"], require_weights=False)
 
 
 def test_load_inference_model_weights(tmp_path):

@@ -3,8 +3,9 @@
 MONAI Label's own bundle app lists the model zoo over the network before it accepts a local folder
 (``specs/bundle_conventions.md`` §3.2). This module reads the project's bundle folders directly:
 
-- :func:`discover_bundles`: the SAQM and MKCNet bundles of a ``bundles/`` folder (kind from ``network_def``);
-- :class:`BundleSpec`: paths, kind, class names (``metadata.json`` channel_def, config ids, ``IQAD_DATASETS``), weights;
+- :func:`discover_bundles`: the SAQM and MKCNet bundles of a ``bundles/`` folder (kind from the class of
+  ``network_def``: :func:`bundle_kind`);
+- :class:`BundleSpec`: paths, kind, weights; :func:`mkcnet_class_names`: class names from ``metadata.json`` only;
 - :func:`load_inference_model`: the network with ``models/model.pt`` loaded, plus the bundle's preprocessing, from
   ``configs/inference.json`` (or, while a bundle has none yet, from ``configs/train.json``).
 """
@@ -14,13 +15,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
-from collections.abc import Iterable, Sequence
+import pydoc
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from monai_iqad.networks import SAQM, MKCNet, MKCNetInference, VanillaNet
+from monai_iqad.utils.config import as_bool
+
+from .results import HEADS
 
 __all__ = [
     "BundleError",
@@ -29,6 +35,7 @@ __all__ = [
     "BundleSpec",
     "InferenceModel",
     "bundle_kind",
+    "network_kind",
     "discover_bundles",
     "default_bundles_dir",
     "parse_list",
@@ -39,7 +46,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("saqm", "mkcnet")
+#: Bundle kind of each network class served: SAQM → image quality score, MKCNet (and its baselines) → diagnosis +
+#: quality grade. A ``network_def`` whose class derives from one of these gets that kind.
+NETWORK_KINDS: dict[str, tuple[type, ...]] = {"saqm": (SAQM,), "mkcnet": (MKCNet, VanillaNet, MKCNetInference)}
+KINDS = tuple(NETWORK_KINDS)
 WEIGHTS_MISSING = "missing: train the bundle first"
 
 
@@ -83,33 +93,54 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _target_text(node: Any) -> str:
-    """All ``_target_`` strings of a (nested) config node, joined."""
-    if isinstance(node, dict):
-        parts = [str(node.get("_target_", ""))]
-        parts += [_target_text(v) for k, v in node.items() if k != "_target_"]
-        return " ".join(p for p in parts if p)
-    if isinstance(node, list):
-        return " ".join(_target_text(v) for v in node)
-    return ""
+def network_kind(network: type | torch.nn.Module | None) -> str | None:
+    """``"saqm"`` or ``"mkcnet"`` for a network class or instance (:data:`NETWORK_KINDS`), else None."""
+    cls = network if isinstance(network, type) else type(network) if network is not None else None
+    if cls is None:
+        return None
+    return next((kind for kind, bases in NETWORK_KINDS.items() if issubclass(cls, bases)), None)
+
+
+def _network_class(node: Any, file: Path, bundle_root: Path) -> type | None:
+    """The class of a ``network_def`` config node: its ``_target_`` resolved like MONAI does and imported (not
+    instantiated); for an expression (``"$..."``), the type of the network the bundle's config builds. None when
+    neither gives a class."""
+    from monai.bundle import ConfigComponent, ConfigParser
+
+    if ConfigComponent.is_instantiable(node):
+        try:
+            name = ConfigComponent(node, id="network_def").resolve_module_name()
+        except Exception:  # an unknown short name
+            name = None
+        cls = pydoc.locate(name) if isinstance(name, str) else None
+        if not isinstance(cls, type):
+            logger.warning("%s: 'network_def' names no importable class (%r)", file, node.get("_target_"))
+            return None
+        return cls
+    parser = ConfigParser()
+    parser.read_config(os.fspath(file))
+    parser["bundle_root"] = os.fspath(bundle_root.absolute())
+    try:
+        return type(parser.get_parsed_content("network_def", instantiate=True))
+    except Exception as e:
+        logger.warning("%s: cannot build 'network_def' (%s)", file, e)
+        return None
 
 
 def bundle_kind(path: str | os.PathLike) -> str | None:
-    """``"saqm"`` or ``"mkcnet"`` from the ``network_def`` of ``configs/inference.json`` or ``configs/train.json``;
-    None for another bundle."""
+    """``"saqm"`` or ``"mkcnet"`` from the network class of ``network_def`` in ``configs/inference.json`` (else
+    ``configs/train.json``), by type (:func:`network_kind`); None for another bundle."""
     configs = Path(path) / "configs"
     for name in ("inference.json", "train.json"):
         file = configs / name
         if not file.is_file():
             continue
         try:
-            targets = _target_text(_read_json(file).get("network_def"))
+            node = _read_json(file).get("network_def")
         except BundleError:
             continue
-        if re.search(r"\bSAQM\b", targets):
-            return "saqm"
-        if "MKCNet" in targets:
-            return "mkcnet"
+        if node is not None:
+            return network_kind(_network_class(node, file, Path(path)))
     return None
 
 
@@ -252,25 +283,42 @@ def _get(parser, key: str, default: Any = None) -> Any:
         return default
 
 
-def _channel_names(spec: BundleSpec) -> list[str]:
-    """Channel names of ``network_data_format.outputs.pred.channel_def`` in channel order."""
-    try:
-        outputs = spec.metadata()["network_data_format"]["outputs"]
-        pred = outputs.get("pred") or next(iter(outputs.values()))
-        channel_def = pred["channel_def"]
-    except (KeyError, TypeError, StopIteration, AttributeError):
-        return []
-    if isinstance(channel_def, list):
-        return [str(v) for v in channel_def]
-    if isinstance(channel_def, dict):
-        try:
-            return [str(channel_def[k]) for k in sorted(channel_def, key=lambda k: int(k))]
-        except ValueError:
-            return [str(v) for v in channel_def.values()]
-    return []
+def mkcnet_class_names(spec: BundleSpec) -> tuple[int, int, list[str], list[str]]:
+    """``(num_diagnosis, num_quality, diagnosis_names, quality_names)`` of an MKCNet bundle, from its
+    ``metadata.json`` alone (``network_data_format.outputs``; the network is not built).
 
+    Two layouts are read: one output per head (``outputs.diagnosis`` and ``outputs.quality``, each with a
+    ``channel_def``), or one output whose ``channel_def`` holds ``"diagnosis: <name>"`` channels then
+    ``"quality: <name>"`` channels.
 
-_HEAD_PREFIX = re.compile(r"^\s*(diagnosis|quality)\s*[:/=|-]\s*", re.IGNORECASE)
+    Raises:
+        BundleError: ``metadata.json`` does not name the classes of both heads.
+    """
+    file = spec.configs_dir / "metadata.json"
+    data_format = spec.metadata().get("network_data_format")
+    outputs = data_format.get("outputs") if isinstance(data_format, Mapping) else None
+    names: dict[str, list[str]] = {head: [] for head in HEADS}
+    for key, output in outputs.items() if isinstance(outputs, Mapping) else ():
+        channel_def = output.get("channel_def") if isinstance(output, Mapping) else None
+        if isinstance(channel_def, Mapping):  # {"0": name, "1": name, ...} in channel order
+            try:
+                channels = [str(channel_def[k]) for k in sorted(channel_def, key=int)]
+            except ValueError:
+                channels = [str(v) for v in channel_def.values()]
+        else:
+            channels = [str(v) for v in channel_def or ()]
+        for channel in channels:
+            prefix, sep, rest = channel.partition(":")
+            if key in HEADS:
+                names[key].append(channel.strip())
+            elif sep and prefix.strip().lower() in HEADS:
+                names[prefix.strip().lower()].append(rest.strip())
+    if not names["diagnosis"] or not names["quality"]:
+        raise BundleError(
+            f"{file}: network_data_format.outputs must name the diagnosis and quality classes (outputs 'diagnosis' and "
+            "'quality' with a channel_def each, or one channel_def of 'diagnosis: <name>' and 'quality: <name>')"
+        )
+    return len(names["diagnosis"]), len(names["quality"]), names["diagnosis"], names["quality"]
 
 
 @dataclass
@@ -300,49 +348,6 @@ class InferenceModel:
     patch_size: int | None = None
     weights_mtime: float = 0.0
     config_files: list[str] | None = None
-
-
-def _mkcnet_names(
-    spec: BundleSpec, parser, network: torch.nn.Module | None = None
-) -> tuple[int, int, list[str], list[str]]:
-    from monai_iqad.data import get_dataset_info
-
-    inner = getattr(network, "net", network)
-    nd = _get(parser, "num_diagnosis", getattr(inner, "num_diagnosis", None))
-    nq = _get(parser, "num_quality", getattr(inner, "num_quality", None))
-    info = None
-    dataset = _get(parser, "dataset_name", None)
-    if isinstance(dataset, str):
-        try:
-            info = get_dataset_info(dataset)
-        except KeyError:
-            info = None
-    nd = int(nd if nd is not None else (info.num_diagnosis if info else 0))
-    nq = int(nq if nq is not None else (info.num_quality if info else 0))
-    d_names = _get(parser, "diagnosis_names", None)
-    q_names = _get(parser, "quality_names", None)
-    channels = _channel_names(spec)
-    if nd and len(channels) == nd + nq:
-        heads = [(_HEAD_PREFIX.match(c), _HEAD_PREFIX.sub("", c)) for c in channels]
-        d_names, q_names = [h[1] for h in heads[:nd]], [h[1] for h in heads[nd:]]
-    if not d_names and info is not None:
-        d_names = list(info.diagnosis_names)
-    if not q_names and info is not None:
-        q_names = list(info.quality_names)
-    d_names = [str(n) for n in (d_names or [])]
-    q_names = [str(n) for n in (q_names or [])]
-    return nd, nq or len(q_names), d_names, q_names
-
-
-def mkcnet_class_names(spec: BundleSpec, overlays: Sequence[str] = ()) -> tuple[int, int, list[str], list[str]]:
-    """``(num_diagnosis, num_quality, diagnosis_names, quality_names)`` of an MKCNet bundle, without building its
-    network.
-
-    Names come from ``metadata.json`` (``network_data_format.outputs.pred.channel_def``, diagnosis channels first,
-    ``"diagnosis: "``/``"quality: "`` prefixes dropped), else the ``diagnosis_names``/``quality_names`` config ids,
-    else :data:`monai_iqad.data.IQAD_DATASETS` of the config's ``dataset_name``.
-    """
-    return _mkcnet_names(spec, read_bundle_config(spec, "inference", overlays))
 
 
 def _load_weights(network: torch.nn.Module, spec: BundleSpec, device: torch.device) -> float:
@@ -394,7 +399,6 @@ def load_inference_model(
     """
     from monai.transforms import Compose
 
-    from monai_iqad.networks import MKCNet, MKCNetInference, VanillaNet
     from monai_iqad.transforms import iqad_preprocessing, saqm_preprocessing
 
     device = torch.device(device)
@@ -420,16 +424,21 @@ def load_inference_model(
             preprocessing = saqm_preprocessing(
                 train=False,
                 patch_size=model.patch_size,
-                source_to_gray=bool(_get(parser, "source_to_gray", False)),
-                local_contrast=bool(_get(parser, "local_contrast_normalization", True)),
+                source_to_gray=as_bool(_get(parser, "source_to_gray", False)),
+                local_contrast=as_bool(_get(parser, "local_contrast_normalization", True)),
             )
     else:
         if isinstance(network, (MKCNet, VanillaNet)):
             network = MKCNetInference(network)
-        names = _mkcnet_names(spec, parser, network)
+        names = mkcnet_class_names(spec)
         model.num_diagnosis, model.num_quality, model.diagnosis_names, model.quality_names = names
-        if model.num_diagnosis < 1:
-            raise BundleError(f"bundle '{spec.name}': cannot tell the number of diagnosis classes")
+        inner = getattr(network, "net", network)
+        built = (getattr(inner, "num_diagnosis", names[0]), getattr(inner, "num_quality", names[1]))
+        if tuple(built) != names[:2]:
+            raise BundleError(
+                f"bundle '{spec.name}': metadata.json names {names[0]} diagnosis and {names[1]} quality classes, the "
+                f"network has {built[0]} and {built[1]}"
+            )
         if preprocessing is None:
             dataset = _get(parser, "dataset_name", None)
             if not isinstance(dataset, str):

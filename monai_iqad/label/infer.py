@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -36,7 +36,7 @@ from .bundles import (
 )
 from .results import diagnosis_result, quality_result, triage_result
 from .safety import check_threshold
-from .settings import parse_bool
+from .settings import check_bool
 
 __all__ = [
     "InvalidInputError",
@@ -217,7 +217,7 @@ class BundleQualityInferTask(BundleInferTask):
         network = self._get_network(device, data)
         x = self._inputs(data, device)
         with torch.no_grad():
-            if parse_bool(data.get("patch_scores", True), "patch_scores") and hasattr(network, "score_map"):
+            if check_bool(data.get("patch_scores", True), "patch_scores") and hasattr(network, "score_map"):
                 grid = network.score_map(x)  # (1, 1, nh, nw); the image score is its mean (SAQM)
                 data["patch_map"] = grid[0, 0].cpu()
                 score = grid.mean(dim=(2, 3))
@@ -242,7 +242,7 @@ class BundleDiagnosisInferTask(BundleInferTask):
         labels: list[str] = []
         error = None
         try:
-            labels = mkcnet_class_names(spec, overlays)[2]
+            labels = mkcnet_class_names(spec)[2]
         except Exception as e:  # a bundle being edited: report it in /info/, fail at inference
             error = f"{type(e).__name__}: {e}"
             logger.warning("bundle %s: %s", spec.name, error)
@@ -253,7 +253,10 @@ class BundleDiagnosisInferTask(BundleInferTask):
         network = self._get_network(device, data)
         with torch.no_grad():
             probs = network(self._inputs(data, device))
-        data[self.output_label_key] = probs.reshape(-1).cpu()
+        if isinstance(probs, Mapping):  # named heads {"diagnosis": (1, nd), "quality": (1, nq)}
+            data[self.output_label_key] = {k: v.reshape(-1).cpu() for k, v in probs.items()}
+        else:  # MKCNetInference's (1, nd + nq): diagnosis block, then quality block
+            data[self.output_label_key] = probs.reshape(-1).cpu()
         return data
 
     def result(self, model, data):

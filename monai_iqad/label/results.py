@@ -18,7 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["unique_names", "quality_result", "diagnosis_result", "triage_result", "to_list"]
+__all__ = ["HEADS", "unique_names", "quality_result", "diagnosis_result", "triage_result", "to_list"]
+
+HEADS = ("diagnosis", "quality")
+"""Names of the two MKCNet heads, in the order of ``MKCNetInference``'s output."""
 
 
 def to_list(value: Any) -> Any:
@@ -93,11 +96,13 @@ def diagnosis_result(
     model: str,
     digits: int = 4,
 ) -> dict[str, Any]:
-    """The MKCNet reply from the ``(num_diagnosis + num_quality,)`` probabilities of ``MKCNetInference``.
+    """The MKCNet reply from the probabilities of both heads.
 
     Args:
-        probabilities: diagnosis probabilities, then quality-grade probabilities (each block sums to 1).
-        num_diagnosis: size of the first block.
+        probabilities: named heads ``{"diagnosis": (num_diagnosis,), "quality": (num_quality,)}``, or the
+            ``(num_diagnosis + num_quality,)`` vector of ``MKCNetInference`` (diagnosis block, then quality block);
+            each head sums to 1.
+        num_diagnosis: size of the diagnosis head.
         diagnosis_names: one name per diagnosis class.
         quality_names: one name per quality grade (index 0 = lowest quality).
         model: task (bundle) name.
@@ -106,15 +111,20 @@ def diagnosis_result(
     Raises:
         ValueError: wrong length (a block would be empty) or non-finite values.
     """
-    values = np.asarray(to_list(probabilities), dtype=np.float64).reshape(-1)
     nd = int(num_diagnosis)
-    if not 0 < nd < values.size:
-        raise ValueError(f"expected num_diagnosis ({nd}) + at least one quality grade, got {values.size} outputs")
-    nq = values.size - nd
+    if isinstance(probabilities, Mapping):
+        d_values, q_values = (np.asarray(to_list(probabilities[k]), dtype=np.float64).reshape(-1) for k in HEADS)
+    else:
+        values = np.asarray(to_list(probabilities), dtype=np.float64).reshape(-1)
+        d_values, q_values = values[:nd], values[nd:]
+    if d_values.size != nd or q_values.size < 1:
+        raise ValueError(
+            f"expected {nd} diagnosis and at least one quality probability, got {d_values.size} and {q_values.size}"
+        )
     d_names = unique_names(diagnosis_names, nd, "diagnosis")
-    q_names = unique_names(quality_names, nq, "quality")
-    d_index, d_probs = _head(values[:nd], d_names, digits)
-    q_index, q_probs = _head(values[nd:], q_names, digits)
+    q_names = unique_names(quality_names, q_values.size, "quality")
+    d_index, d_probs = _head(d_values, d_names, digits)
+    q_index, q_probs = _head(q_values, q_names, digits)
     return {
         "diagnosis": {"label": d_names[d_index], "index": d_index, "probabilities": d_probs},
         "quality": {"grade": q_names[q_index], "index": q_index, "probabilities": q_probs},

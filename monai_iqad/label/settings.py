@@ -15,7 +15,11 @@ key                    meaning (default)
 ``skip_trainers``      serve no train tasks (false)
 ``patch_scores``       SAQM replies include the patch-score grid (true)
 ``extensions``         comma-separated datastore file patterns (PNG/JPEG/BMP/TIFF, DICOM ``*.dcm``, NIfTI)
+``max_upload_mb``      largest uploaded image or label file accepted, in MiB (512)
 =====================  =========================================================================================
+
+Boolean values (``true/false``, ``yes/no``, ``on/off``, ``1/0``) go through :func:`monai_iqad.utils.config.as_bool`,
+the parser the bundle configs use too (:func:`check_bool` only names the option in the error).
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bundles import default_bundles_dir, parse_list
-from .safety import InvalidParameterError, check_threshold
+from monai_iqad.utils.config import as_bool
 
-__all__ = ["DATASTORE_EXTENSIONS", "LabelAppSettings", "parse_bool"]
+from .bundles import default_bundles_dir, parse_list
+from .safety import InvalidParameterError, check_positive_int, check_threshold
+
+__all__ = ["DATASTORE_EXTENSIONS", "LabelAppSettings", "check_bool"]
 
 DATASTORE_EXTENSIONS = (
     "*.png",
@@ -56,23 +62,20 @@ KNOWN_KEYS = (
     "skip_trainers",
     "patch_scores",
     "extensions",
+    "max_upload_mb",
 )
 
 
-def parse_bool(value: Any, name: str) -> bool:
-    """``true/false/1/0/yes/no/on/off`` (any case) or a bool.
+def check_bool(value: Any, name: str) -> bool:
+    """A boolean option or request parameter, parsed by :func:`monai_iqad.utils.config.as_bool`.
 
     Raises:
-        InvalidParameterError: anything else.
+        InvalidParameterError: a value ``as_bool`` refuses (the message names the parameter).
     """
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise InvalidParameterError(f"'{name}' must be true or false, got {value!r}")
+    try:
+        return as_bool(value)
+    except ValueError:
+        raise InvalidParameterError(f"'{name}' must be true or false, got {value!r}") from None
 
 
 @dataclass
@@ -90,13 +93,15 @@ class LabelAppSettings:
     skip_trainers: bool = False
     patch_scores: bool = True
     extensions: list[str] = field(default_factory=lambda: list(DATASTORE_EXTENSIONS))
+    max_upload_mb: int = 512
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any] | None, app_dir: str | os.PathLike | None = None) -> LabelAppSettings:
         """Parse MONAI Label's ``conf`` dict (string values).
 
         Raises:
-            InvalidParameterError: a malformed value (threshold outside ``[0, 1]``, bad boolean, overlay with a path).
+            InvalidParameterError: a malformed value (threshold outside ``[0, 1]``, bad boolean, overlay with a path,
+                upload limit below 1 MiB).
         """
         conf = dict(conf or {})
         bundles_dir = conf.get("bundles_dir")
@@ -111,14 +116,15 @@ class LabelAppSettings:
             bundles_dir=Path(bundles_dir).expanduser().absolute() if bundles_dir else default_bundles_dir(),
             models=[m for m in parse_list(conf.get("models")) if m != "all"],
             quality_threshold=check_threshold(conf.get("quality_threshold", 0.5)),
-            triage=parse_bool(conf.get("triage", True), "triage"),
+            triage=check_bool(conf.get("triage", True), "triage"),
             triage_quality=conf.get("triage_quality") or None,
             triage_diagnosis=conf.get("triage_diagnosis") or None,
             overlays=overlays,
             work_dir=Path(work_dir).expanduser().absolute() if work_dir else None,
-            skip_trainers=parse_bool(conf.get("skip_trainers", False), "skip_trainers"),
-            patch_scores=parse_bool(conf.get("patch_scores", True), "patch_scores"),
+            skip_trainers=check_bool(conf.get("skip_trainers", False), "skip_trainers"),
+            patch_scores=check_bool(conf.get("patch_scores", True), "patch_scores"),
             extensions=parse_list(conf.get("extensions")) or list(DATASTORE_EXTENSIONS),
+            max_upload_mb=check_positive_int(conf.get("max_upload_mb", 512), "max_upload_mb"),
         )
 
     def as_info(self) -> dict[str, Any]:
@@ -131,4 +137,5 @@ class LabelAppSettings:
             "overlays": self.overlays,
             "patch_scores": self.patch_scores,
             "extensions": self.extensions,
+            "max_upload_mb": self.max_upload_mb,
         }

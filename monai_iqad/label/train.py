@@ -2,7 +2,7 @@
 
 MONAI Label's ``BundleTrainTask`` only knows image/label-mask pairs and its own config overrides; this task reads
 MOS or diagnosis + quality-grade labels from the datastore (:mod:`monai_iqad.label.labels`), writes a datalist, and
-runs the bundle's own ``configs/train.json`` (:func:`monai_iqad.label.training.run_bundle_training`). MONAI Label
+runs the bundle's own ``configs/train.json`` (:func:`monai_iqad.label.finetune.run_bundle_training`). MONAI Label
 runs train requests in a subprocess, so training does not block the server.
 
 Request parameters (``POST /train/{model}`` JSON body; all optional):
@@ -30,6 +30,7 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.train import TrainTask
 
 from .bundles import BundleSpec, mkcnet_class_names, read_bundle_config
+from .finetune import run_bundle_training
 from .labels import build_datalist
 from .safety import (
     InvalidParameterError,
@@ -38,8 +39,7 @@ from .safety import (
     check_positive_int,
     validate_image_id,
 )
-from .settings import parse_bool
-from .training import run_bundle_training
+from .settings import check_bool
 
 __all__ = ["BundleFineTuneTask", "datastore_records", "parse_train_request"]
 
@@ -73,7 +73,7 @@ def parse_train_request(request: dict[str, Any], kind: str) -> dict[str, Any]:
         out["seed"] = check_positive_int(request["seed"], "seed", minimum=0)
     for key in ("pretrained", "publish", "skip_invalid"):
         if request.get(key) is not None:
-            out[key] = parse_bool(request[key], key)
+            out[key] = check_bool(request[key], key)
     device = request.get("device")
     if isinstance(device, (list, tuple)):
         device = device[0] if device else None
@@ -180,7 +180,7 @@ class BundleFineTuneTask(TrainTask):
         records = datastore_records(datastore, options["images"])
         names: dict[str, Any] = {}
         if self.spec.kind == "mkcnet":
-            nd, nq, d_names, q_names = mkcnet_class_names(self.spec, self.overlays)
+            nd, nq, d_names, q_names = mkcnet_class_names(self.spec)
             names = {"num_diagnosis": nd, "num_quality": nq, "diagnosis_names": d_names, "quality_names": q_names}
         datalist = build_datalist(
             records,
