@@ -1,5 +1,10 @@
 """Input checks for the MONAI Label app: datastore image ids, label tags, uploads and per-request parameters.
 
+Uploads (``PUT /datastore/image``, ``POST /infer`` with a file) are checked by :func:`check_upload` before they are
+stored or used: a size cap (``--conf max_upload_mb``, 512 MB by default; HTTP 413) and a real read of the file as an
+image (HTTP 422 naming the problem); :func:`check_infer_request` turns an infer request with neither ``image`` nor a
+file into HTTP 400 (MONAI Label answers 500).
+
 MONAI Label 0.8.5 accepts an ``image=`` value that is any existing absolute path on the server (its
 ``MONAILabelApp.infer`` checks ``os.path.exists`` before the datastore), and its local datastore joins client-given ids
 into file paths. The app routes every image through :func:`resolve_image`, so a request can only name an image of the
@@ -34,7 +39,14 @@ __all__ = [
     "check_positive_int",
     "check_fraction",
     "check_mos_range",
+    "UploadRejectedError",
+    "DEFAULT_MAX_UPLOAD_MB",
+    "check_upload",
+    "check_infer_request",
 ]
+
+#: default size cap of an uploaded file, in MiB (``--conf max_upload_mb``)
+DEFAULT_MAX_UPLOAD_MB = 512
 
 MAX_ID_LENGTH = 255
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -51,6 +63,64 @@ class ImageNotFoundError(LookupError):
 
 class InvalidParameterError(ValueError):
     """A request parameter of the wrong type or out of range (the message names it)."""
+
+
+class UploadRejectedError(ValueError):
+    """An uploaded file refused before it is stored or used; ``status`` is the HTTP status to answer.
+
+    413: larger than the cap. 422: empty, or not readable as a 2D image (the reader's reason, without the server path).
+    400: a malformed request (see :func:`check_infer_request`).
+    """
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def check_upload(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_UPLOAD_MB * 2**20, read: bool = True) -> None:
+    """Refuse an uploaded file that is too large or is not an image, before it is stored or inferred on.
+
+    The file is read with :func:`monai_iqad.data.read_image` (the reader of every task; a 3D NIfTI volume is read at
+    slice 0, a multi-frame DICOM at frame 0), so a text file named ``x.png``, a truncated image, an image with NaN
+    pixels or a DICOM without pixel data is refused.
+
+    Args:
+        path: the server's temporary copy of the upload.
+        max_bytes: the size cap.
+        read: also read it as an image (an infer task reads it anyway and reports the same errors: ``False``).
+
+    Raises:
+        UploadRejectedError: status 413 (too large) or 422 (empty / not an image); the message never holds the
+            server-side path.
+    """
+    from monai_iqad.data.image_io import ImageReadError, read_image
+
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        raise UploadRejectedError(
+            f"the uploaded file has {size / 2**20:.1f} MiB, more than the {max_bytes / 2**20:g} MiB limit "
+            "(server option --conf max_upload_mb)",
+            status=413,
+        )
+    if size == 0:
+        raise UploadRejectedError("the uploaded file is empty")
+    if not read:
+        return
+    try:
+        read_image(path, slice_index=0)
+    except ImageReadError as e:
+        reason = str(e).replace(os.fspath(path), "the uploaded file")
+        raise UploadRejectedError(f"the uploaded file is not a readable image ({reason})") from None
+
+
+def check_infer_request(image: Any, file: Any, session_id: Any = None) -> None:
+    """An infer request must name an image (a datastore id) or upload a file.
+
+    Raises:
+        UploadRejectedError: status 400 when it does neither.
+    """
+    if not file and not image and not session_id:
+        raise UploadRejectedError("pass image=<datastore id> or upload a file (the request has neither)", status=400)
 
 
 def validate_image_id(image_id: Any) -> str:

@@ -9,14 +9,18 @@ What the app changes in MONAI Label's behaviour:
 - bundles come from the local ``bundles_dir`` only (no model-zoo listing, no download);
 - ``image=`` must be an id of the studies datastore (MONAI Label also accepts any existing server path), and uploads
   are written to a private folder and deleted when the request ends, failed or not;
-- errors are HTTP errors with a reason (400 bad id, 404 unknown id/model, 409 no trained weights, 422 unreadable
-  image or bad parameter) instead of a bare 500;
+- errors are HTTP errors with a reason (400 bad id or an infer request with neither image nor file, 404 unknown
+  id/model, 409 no trained weights, 413 upload above ``max_upload_mb``, 422 unreadable image or bad parameter) instead
+  of a bare 500;
+- uploads are read as images before they are stored in the datastore or inferred on (a text file named ``x.png`` is
+  refused with 422);
 - the datastore lists DICOM (``*.dcm``) and NIfTI as well as PNG/JPEG/BMP/TIFF, and refuses ids that are paths.
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import shutil
@@ -46,11 +50,15 @@ from monai_iqad.label.infer import (
 )
 from monai_iqad.label.labels import LabelError
 from monai_iqad.label.safety import (
+    DEFAULT_MAX_UPLOAD_MB,
     ImageNotFoundError,
     InvalidImageIdError,
     InvalidParameterError,
+    UploadRejectedError,
     check_index_param,
+    check_infer_request,
     check_threshold,
+    check_upload,
     is_upload_path,
     remove_upload,
     resolve_image,
@@ -86,12 +94,51 @@ def _http(status: int, message: str) -> HTTPException:
     return HTTPException(status_code=status, detail=message)
 
 
+def install_infer_request_checks() -> None:
+    """Answer malformed ``POST /infer/{model}`` requests with 4xx instead of MONAI Label's 500.
+
+    MONAI Label's endpoint raises ``HTTPException(500)`` when a request has neither ``image`` nor a file, and lets an
+    invalid ``params`` JSON escape as a 500; its ``api_run_inference`` looks ``run_inference`` up in its module at
+    call time, so wrapping that function (once) is enough: 400 for neither image nor file, 422 for ``params`` that is
+    not a JSON object. Everything else is passed to MONAI Label's function unchanged.
+    """
+    import monailabel.endpoints.infer as endpoint
+
+    original = endpoint.run_inference
+    if getattr(original, "_monai_iqad_checked", False):
+        return
+
+    def run_inference(background_tasks, model, image="", session_id="", params="{}", file=None, *args, **kwargs):
+        try:
+            check_infer_request(image, file, session_id)
+        except UploadRejectedError as e:
+            raise _http(e.status, str(e)) from None
+        if isinstance(params, str) and params:
+            try:
+                parsed = json.loads(params)
+            except ValueError as e:
+                raise _http(422, f"'params' is not valid JSON ({e})") from None
+            if not isinstance(parsed, dict):
+                raise _http(422, f"'params' must be a JSON object, got {type(parsed).__name__}")
+        return original(background_tasks, model, image, session_id, params, file, *args, **kwargs)
+
+    run_inference._monai_iqad_checked = True  # type: ignore[attr-defined]
+    endpoint.run_inference = run_inference
+
+
 class SafeLocalDatastore(LocalDatastore):
     """MONAI Label's local datastore, refusing ids and label tags that are paths (``../x``, ``/abs``), and removing
     the uploaded temporary file once an image or label is stored (or refused)."""
 
-    def __init__(self, *args: Any, upload_dir: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        upload_dir: str | None = None,
+        max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 2**20,
+        **kwargs: Any,
+    ) -> None:
         self.upload_dir = upload_dir
+        self.max_upload_bytes = max_upload_bytes
         super().__init__(*args, **kwargs)
 
     def _ext_ok(self, filename: str) -> bool:
@@ -103,9 +150,12 @@ class SafeLocalDatastore(LocalDatastore):
             if not self._ext_ok(image_filename):
                 raise _http(422, f"unsupported file type; accepted: {', '.join(self._extensions)}")
             image_id = validate_image_id(image_id or self._to_id(os.path.basename(image_filename))[0])
+            check_upload(image_filename, self.max_upload_bytes)  # a text file named x.png is never stored
             return super().add_image(image_id, image_filename, image_info)
         except InvalidImageIdError as e:
             raise _http(400, str(e)) from None
+        except UploadRejectedError as e:
+            raise _http(e.status, str(e)) from None
         finally:
             remove_upload(image_filename, self.upload_dir)
 
@@ -173,6 +223,8 @@ class IQADLabelApp(MONAILabelApp):
                 MONAILabelError.APP_INIT_ERROR, f"no SAQM/MKCNet bundle in {self.iqad.bundles_dir}"
             )
         self.upload_dir = private_upload_dir()
+        self.max_upload_bytes = int(getattr(self.iqad, "max_upload_mb", DEFAULT_MAX_UPLOAD_MB)) * 2**20
+        install_infer_request_checks()
         self.init_errors: dict[str, str] = {}
         super().__init__(
             app_dir=app_dir,
@@ -193,6 +245,7 @@ class IQADLabelApp(MONAILabelApp):
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
             upload_dir=self.upload_dir,
+            max_upload_bytes=self.max_upload_bytes,
         )
 
     # -- tasks -------------------------------------------------------------------------------------------------------
@@ -271,6 +324,8 @@ class IQADLabelApp(MONAILabelApp):
                 raise _http(400, "pass image=<datastore id> or upload a file")
             store = datastore if datastore is not None else self.datastore()
             path, is_upload = resolve_image(image, store.get_image_uri, self.upload_dir)
+            if is_upload:
+                check_upload(path, self.max_upload_bytes, read=False)  # the task reads it and reports read errors
             for key in ("frame", "slice"):
                 index = check_index_param(request, key)
                 if index is not None:
@@ -284,6 +339,8 @@ class IQADLabelApp(MONAILabelApp):
             raise
         except InvalidImageIdError as e:
             raise _http(400, str(e)) from None
+        except UploadRejectedError as e:
+            raise _http(e.status, str(e)) from None
         except ImageNotFoundError as e:
             raise _http(404, str(e)) from None
         except (MissingWeightsError, WeightsMismatchError) as e:
