@@ -162,29 +162,27 @@ def test_prediction_csv_writer(tmp_path):
     def img(name):
         return MetaTensor(torch.zeros(1, 4, 4), meta={"filename_or_obj": name})
 
-    outputs = [
-        [
-            {"image": img("b.png"), "pred": torch.tensor([2.0, 0.0, 0.0, 1.0]), "label": torch.tensor(1)},
-            {"image": img("a.png"), "pred": torch.tensor([0.0, 2.0, 3.0, 0.0]), "label": torch.tensor(0)},
-        ]
-    ]
+    def item(name, probs, label, quality_class):
+        return {"image": img(name), "diagnosis_pred": torch.tensor(probs), "diagnosis": torch.tensor(label),
+                "quality_class": torch.tensor([float(quality_class)])}  # fmt: skip
+
+    outputs = [[item("b.png", [0.7, 0.3], 1, 1), item("a.png", [0.25, 0.75], 0, 0)]]
     engine = _evaluator(outputs)
     path = tmp_path / "out" / "pred.csv"
     PredictionCSVWriter(
         path,
-        fields=["pred", "label"],
-        column_names={"pred": ["p0", "p1", "q0", "q1"]},
-        softmax_fields={"pred": [(0, 2), (2, 4)]},
-        argmax_fields={"diagnosis": ("pred", 0, 2), "quality": ("pred", 2, 4)},
-        argmax_names={"quality": ["bad", "good"]},
+        fields=["diagnosis_pred", "diagnosis", "quality_class", "quality_pred"],
+        column_names={"diagnosis_pred": ["p0", "p1"], "quality_class": "quality"},
+        class_names={"quality_class": ["bad", "good"]},
+        optional_fields=["quality_pred"],
     ).attach(engine)
     engine.run([0], max_epochs=1)
     rows = list(csv.reader(path.open()))
-    assert rows[0] == ["filename", "p0", "p1", "q0", "q1", "label", "diagnosis", "quality"]
-    assert rows[1][0] == "a.png" and rows[2][0] == "b.png"  # sorted
-    p = torch.softmax(torch.tensor([2.0, 0.0]), 0)
-    assert float(rows[2][1]) == pytest.approx(float(p[0]), rel=1e-5)
-    assert rows[1][6:] == ["1", "bad"] and rows[2][6:] == ["0", "good"]
+    assert rows == [["filename", "p0", "p1", "diagnosis", "quality"], ["a.png", "0.25", "0.75", "0", "bad"],
+                    ["b.png", "0.7", "0.3", "1", "good"]]  # fmt: skip
+    bad = PredictionCSVWriter(tmp_path / "bad.csv", fields=["quality_class"], class_names={"quality_class": ["a"]})
+    with pytest.raises(ValueError, match="class index in 0..0"):
+        bad.select({"quality_class": torch.tensor([1.0])}, {})
 
 
 def test_figure_handlers_write_tensorboard_tags(tmp_path):

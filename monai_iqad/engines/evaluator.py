@@ -19,9 +19,10 @@ class MultiOutputEvaluator(SupervisedEvaluator):
 
     ``engine.state.output`` holds ``image``, ``label`` (``batch[label_key]``), ``pred`` and:
 
-    - for a network returning a dict (e.g. MKCNet ``{"diagnosis", "quality", "auxiliary"}``), ``pred`` is
-      ``out[pred_key]`` and each ``extra_outputs`` entry ``{output_name: head_name}`` is copied (e.g.
-      ``{"quality_pred": "quality"}``);
+    - for a network returning a dict (e.g. MKCNet ``{"diagnosis", "quality", "auxiliary"}``), ``pred`` is the whole
+      dict when ``pred_key`` is None (the heads are then named by the postprocessing,
+      :class:`monai_iqad.transforms.SplitHeadsd`), else ``out[pred_key]``, and each ``extra_outputs`` entry
+      ``{output_name: head_name}`` is copied;
     - each of ``batch_keys`` copied from the batch (e.g. the ``quality`` grade used for per-grade metrics, or the
       ``mos`` of an IQA sample), so Ignite metrics, which only see the output, can use them.
 
@@ -31,7 +32,7 @@ class MultiOutputEvaluator(SupervisedEvaluator):
     Args:
         image_key: batch key of the input image ``(B, C, H, W)``.
         label_key: batch key of the target (``"mos"`` for IQA, ``"diagnosis"`` for IQAD).
-        pred_key: head used as ``pred`` when the network returns a dict.
+        pred_key: head used as ``pred`` when the network returns a dict; None keeps the dict of heads.
         extra_outputs: other heads to expose, ``{output_name: head_name}``.
         batch_keys: batch entries copied to the output.
     """
@@ -43,7 +44,7 @@ class MultiOutputEvaluator(SupervisedEvaluator):
         network: torch.nn.Module,
         image_key: str = "image",
         label_key: str = "label",
-        pred_key: str = "diagnosis",
+        pred_key: str | None = "diagnosis",
         extra_outputs: Mapping[str, str] | None = None,
         batch_keys: Sequence[str] = (),
         **kwargs: Any,
@@ -72,7 +73,7 @@ class MultiOutputEvaluator(SupervisedEvaluator):
         forward: Callable[..., Any] = engine.inferer
         with engine.mode(engine.network), autocast:
             out = forward(inputs, engine.network)
-        if isinstance(out, Mapping):
+        if isinstance(out, Mapping) and self.pred_key is not None:
             if self.pred_key not in out:
                 raise KeyError(f"Network output has no '{self.pred_key}' head (heads: {sorted(out)}).")
             engine.state.output[Keys.PRED] = out[self.pred_key]

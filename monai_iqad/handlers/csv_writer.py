@@ -30,22 +30,25 @@ def _values(v: Any) -> list[float]:
 class PredictionCSVWriter(EpochOutputCollector):
     """Write one CSV row per evaluated image: its file name and the requested output fields.
 
-    A field whose value has several entries (e.g. class probabilities) expands to one column per entry, named by
-    ``column_names[field]`` or ``<field>_<i>``. ``argmax_fields`` add a ``<name>`` column holding the index (or the
-    name from ``argmax_names``) of the largest entry of a field (e.g. the predicted diagnosis). Rows are sorted by
-    file name so the file is deterministic under multi-process evaluation.
+    A field whose value has several entries (e.g. the probabilities of one head) expands to one column per entry,
+    named by ``column_names[field]`` or ``<field>_<i>``. A field of ``class_names`` holds a class index (e.g. the
+    ``AsDiscreted(argmax=True)`` output of a head) and is written as that class's name. Fields are addressed by
+    name (heads split by ``SplitHeadsd``), never by index ranges. Rows are sorted by file name so the file is
+    deterministic under multi-process evaluation.
 
     Args:
         output_path: CSV file to write (parent folders are created).
-        fields: output keys to write, e.g. ``["pred", "label"]``.
-        column_names: per-field column names, e.g. ``{"pred": ["p_normal", "p_covid"]}`` or ``{"pred": "score"}``.
-        argmax_fields: ``{column: (field, start, stop)}`` — argmax over ``field[start:stop]``.
-        argmax_names: ``{column: [names...]}`` to write class names instead of indices.
-        softmax_fields: ``{field: [(start, stop), ...]}`` slices of a field to softmax before writing (for logits).
+        fields: output keys to write, e.g. ``["diagnosis_pred", "diagnosis"]``.
+        column_names: per-field column names, e.g. ``{"diagnosis_pred": ["p_normal", "p_covid"]}`` or
+            ``{"diagnosis": "true_diagnosis"}``.
+        class_names: ``{field: [names...]}`` for fields holding a class index, written as the class name.
         image_key: output key of the image whose ``meta["filename_or_obj"]`` names the row.
         optional_fields: fields of ``fields`` that some networks do not output (e.g. the predicted quality of a
-            diagnosis-only baseline): when absent from the outputs, they and the argmax columns over them are left
-            out. Any other missing field is an error.
+            diagnosis-only baseline): when absent from the outputs, their columns are left out. Any other missing
+            field is an error.
+
+    Raises:
+        ValueError: a class index outside ``class_names[field]``, or ``column_names`` of the wrong length.
     """
 
     def __init__(
@@ -53,9 +56,7 @@ class PredictionCSVWriter(EpochOutputCollector):
         output_path: str | os.PathLike,
         fields: Sequence[str] = ("pred",),
         column_names: Mapping[str, str | Sequence[str]] | None = None,
-        argmax_fields: Mapping[str, tuple[str, int, int]] | None = None,
-        argmax_names: Mapping[str, Sequence[str]] | None = None,
-        softmax_fields: Mapping[str, Sequence[tuple[int, int]]] | None = None,
+        class_names: Mapping[str, Sequence[str]] | None = None,
         image_key: str = "image",
         optional_fields: Sequence[str] = (),
     ) -> None:
@@ -63,9 +64,7 @@ class PredictionCSVWriter(EpochOutputCollector):
         self.output_path = Path(output_path)
         self.fields = list(fields)
         self.column_names = dict(column_names or {})
-        self.argmax_fields = dict(argmax_fields or {})
-        self.argmax_names = {k: list(v) for k, v in (argmax_names or {}).items()}
-        self.softmax_fields = {k: [tuple(s) for s in v] for k, v in (softmax_fields or {}).items()}
+        self.class_names = {k: [str(n) for n in v] for k, v in (class_names or {}).items()}
         self.image_key = image_key
         self.optional_fields = set(optional_fields)
 
@@ -78,8 +77,11 @@ class PredictionCSVWriter(EpochOutputCollector):
             if f not in output and f in self.optional_fields:
                 continue
             vals = _values(output[f])
-            for start, stop in self.softmax_fields.get(f, []):
-                vals[start:stop] = torch.softmax(torch.tensor(vals[start:stop]), 0).tolist()
+            if f in self.class_names:
+                names, index = self.class_names[f], round(vals[0])
+                if len(vals) != 1 or not 0 <= index < len(names):
+                    raise ValueError(f"'{f}' must be one class index in 0..{len(names) - 1}, got {vals}.")
+                vals = [names[index]]
             item[f] = vals
         return item
 
@@ -96,22 +98,15 @@ class PredictionCSVWriter(EpochOutputCollector):
     def finalize(self, engine: Engine, items: Sequence[dict[str, Any]]) -> None:
         items = sorted(items, key=lambda i: i["filename"])
         fields = [f for f in self.fields if f in items[0]]
-        argmax_fields = {col: spec for col, spec in self.argmax_fields.items() if spec[0] in items[0]}
         header = ["filename"]
         for f in fields:
             header += self._columns(f, len(items[0][f]))
-        header += list(argmax_fields)
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(header)
         for item in items:
             row: list[Any] = [item["filename"]]
             for f in fields:
-                row += [f"{v:.6g}" for v in item[f]]
-            for col, (f, start, stop) in argmax_fields.items():
-                seg = item[f][start:stop]
-                idx = max(range(len(seg)), key=seg.__getitem__)
-                names = self.argmax_names.get(col)
-                row.append(names[idx] if names else idx)
+                row += [v if isinstance(v, str) else f"{v:.6g}" for v in item[f]]
             writer.writerow(row)
         atomic_write_text(self.output_path, buf.getvalue())

@@ -19,6 +19,7 @@ from .degradations import (
     speckle_noise,
     uneven_illumination,
 )
+from .heads import SplitHeads, SplitHeadsd
 from .intensity import (
     EnsureChannels,
     EnsureChannelsd,
