@@ -7,11 +7,7 @@ every request here is refused before a model runs) needs the MONAI Label venv an
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -75,18 +71,14 @@ def test_infer_request_without_image_or_file_is_a_400():
 
 
 # --------------------------------------------------------------------------------------------------- real server
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.label
 @pytest.mark.slow
 def test_server_refuses_bad_uploads_and_malformed_infers_with_4xx(tmp_path):
     pytest.importorskip("monailabel")
     requests = pytest.importorskip("requests")
     import shutil
+
+    from label_server import free_port, label_server
 
     bundles, studies, workdir = tmp_path / "bundles", tmp_path / "studies", tmp_path / "work"
     studies.mkdir()
@@ -96,25 +88,12 @@ def test_server_refuses_bad_uploads_and_malformed_infers_with_4xx(tmp_path):
         ignore=shutil.ignore_patterns("models", "eval", "demo_data"),
     )
     _png(studies / "cam.png")
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "monai_iqad.cli", "label", "start", "--studies", str(studies), "--port", str(port)]
     cmd += ["--bundles-dir", str(bundles), "--workdir", str(workdir), "--log-level", "WARNING"]
     cmd += ["--conf", "max_upload_mb", "1", "--conf", "skip_trainers", "true"]
-    log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if requests.get(f"{url}/info/", timeout=5).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail("server did not start:\n" + (tmp_path / "server.log").read_text(errors="replace")[-4000:])
-            time.sleep(0.5)
+    with label_server(cmd, port, env, tmp_path / "server.log") as (url, proc):
 
         def put(name: str, content: bytes):
             return requests.put(
@@ -140,11 +119,3 @@ def test_server_refuses_bad_uploads_and_malformed_infers_with_4xx(tmp_path):
         )
         assert r.status_code == 422 and "'params' is not valid JSON" in r.json()["detail"], r.text
         assert requests.get(f"{url}/info/", timeout=30).status_code == 200 and proc.poll() is None  # still serving
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
