@@ -33,7 +33,7 @@ from monai_iqad.label import (
     validate_image_id,
     validate_label_tag,
 )
-from monai_iqad.label.bundles import network_kind
+from monai_iqad.label.bundles import network_kind, read_bundle_config
 from monai_iqad.label.safety import (
     InvalidParameterError,
     check_index_param,
@@ -366,6 +366,15 @@ def test_mkcnet_class_names_come_from_metadata_only(tmp_path):
     _bundle(tmp_path, "three", {**mk, "num_diagnosis": 3}, per_head)
     with pytest.raises(BundleError, match="2 diagnosis and 2 quality classes, the network has 3 and 2"):
         load_inference_model(discover_bundles(tmp_path, ["three"])["three"], require_weights=False)
+
+
+def test_overlay_ids_of_another_stage_are_skipped(tmp_path):
+    root = _bundle(tmp_path, "b", {"_target_": "monai_iqad.networks.SAQM", "width": 1.0})
+    overlay = {"width": 0.5, "network_def#width": 0.0625, "train#lr_scheduler#step_size": 15}
+    (root / "configs" / "demo.json").write_text(json.dumps(overlay))
+    parser = read_bundle_config(discover_bundles(tmp_path)["b"], "inference", ["demo.json"])
+    assert parser["network_def"]["width"] == 0.0625 and parser["width"] == 0.5
+    assert "train" not in parser  # a train-only id, not an error (MONAI's own merge raises KeyError here)
 
 
 def test_load_inference_model_weights(tmp_path):

@@ -261,11 +261,27 @@ def discover_bundles(bundles_dir: str | os.PathLike, names: Sequence[str] | None
 
 
 def read_bundle_config(spec: BundleSpec, stage: str, overlays: Sequence[str] = (), **overrides: Any):
-    """A MONAI ``ConfigParser`` over the bundle's ``stage`` config plus overlays, with ``bundle_root`` set."""
-    from monai.bundle import ConfigParser
+    """A MONAI ``ConfigParser`` over the bundle's ``stage`` config plus overlays, with ``bundle_root`` set.
 
+    Overlays are merged id by id as MONAI merges config files, except that a nested id whose parent the config lacks
+    does not apply to this stage and is skipped (``demo.json``'s ``train#lr_scheduler#step_size`` over
+    ``inference.json``, which has no ``train``); MONAI would raise a ``KeyError`` there.
+    """
+    from monai.bundle import ConfigParser
+    from monai.bundle.utils import merge_kv
+
+    base, *extra = spec.config_files(stage, overlays)
+    merged = ConfigParser(config={})
+    merged.read_config(os.fspath(base))
+    for file in extra:
+        for key, value in ConfigParser.load_config_file(os.fspath(file)).items():
+            parent = key.lstrip("+").replace("::", "#").rpartition("#")[0]
+            if parent and parent not in merged:
+                logger.debug("%s: %r does not apply to %s (no %r there)", file.name, key, base.name, parent)
+                continue
+            merge_kv(merged, key, value)
     parser = ConfigParser()
-    parser.read_config([os.fspath(f) for f in spec.config_files(stage, overlays)])
+    parser.read_config(merged.get())
     parser["bundle_root"] = os.fspath(spec.path)
     for key, value in overrides.items():
         parser[key] = value
