@@ -90,3 +90,26 @@ def test_bundle_folder_inference_skips_bad_files_and_records_them(tmp_path):
     assert all(np.isfinite(float(r["score"])) for r in scores)
     assert [Path(r["filename"]).name for r in _rows(out / "errors.csv")] == ["b.png", "loop.png"]
     assert "2 of 4 image(s) cannot be read, skipped" in proc.stdout + proc.stderr
+
+
+def test_prediction_csv_keeps_rows_written_before_a_failure(tmp_path):
+    """``write_interval``: rows computed before a later failure are on disk (atomically rewritten as they go)."""
+    import torch
+    from ignite.engine import Engine
+    from monai.data import MetaTensor
+
+    from monai_iqad.handlers import PredictionCSVWriter
+
+    def step(engine, name):
+        if name == "c.png":
+            raise RuntimeError("the network failed on the third image")
+        image = MetaTensor(torch.zeros(1, 4, 4), meta={"filename_or_obj": name})
+        return {"image": image, "pred": torch.tensor([len(name) / 10])}
+
+    out = tmp_path / "scores.csv"
+    engine = Engine(step)
+    PredictionCSVWriter(out, fields=["pred"], column_names={"pred": "score"}, write_interval=1).attach(engine)
+    with pytest.raises(RuntimeError, match="third image"):
+        engine.run(["a.png", "bb.png", "c.png"], max_epochs=1)
+    assert [(r["filename"], float(r["score"])) for r in _rows(out)] == [("a.png", 0.5), ("bb.png", 0.6)]
+    assert sorted(os.listdir(tmp_path)) == ["scores.csv"]  # no temporary file left

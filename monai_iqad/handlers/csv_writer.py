@@ -1,4 +1,5 @@
-"""Per-image prediction CSV files (one row per image, with a header), written atomically at the end of an epoch."""
+"""Per-image prediction CSV files (one row per image, with a header), written atomically at the end of an epoch and,
+optionally, every few iterations (so a later failure never loses the rows computed before it)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 
+from monai_iqad.utils.dist import is_dist
 from monai_iqad.utils.io import atomic_write_text
 
 from .collector import EpochOutputCollector
@@ -46,6 +48,9 @@ class PredictionCSVWriter(EpochOutputCollector):
         optional_fields: fields of ``fields`` that some networks do not output (e.g. the predicted quality of a
             diagnosis-only baseline): when absent from the outputs, their columns are left out. Any other missing
             field is an error.
+        write_interval: when > 0, also rewrite the file (atomically) with the rows so far every ``write_interval``
+            iterations, so that a crash, a kill or an unreadable file later in the run keeps the rows already
+            computed. Single-process runs only (a multi-process run gathers rows at the end of the epoch).
 
     Raises:
         ValueError: a class index outside ``class_names[field]``, or ``column_names`` of the wrong length.
@@ -59,14 +64,28 @@ class PredictionCSVWriter(EpochOutputCollector):
         class_names: Mapping[str, Sequence[str]] | None = None,
         image_key: str = "image",
         optional_fields: Sequence[str] = (),
+        write_interval: int = 0,
     ) -> None:
         super().__init__()
+        if write_interval < 0:
+            raise ValueError(f"write_interval must be >= 0, got {write_interval}.")
+        self.write_interval = int(write_interval)
         self.output_path = Path(output_path)
         self.fields = list(fields)
         self.column_names = dict(column_names or {})
         self.class_names = {k: [str(n) for n in v] for k, v in (class_names or {}).items()}
         self.image_key = image_key
         self.optional_fields = set(optional_fields)
+
+    def attach(self, engine: Engine) -> None:
+        super().attach(engine)
+        if self.write_interval > 0:
+            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.write_interval), self._write_partial)
+
+    def _write_partial(self, engine: Engine) -> None:
+        """Rewrite the CSV with the rows collected so far (single-process runs)."""
+        if self.items and not is_dist():
+            self.finalize(engine, self.items)
 
     def select(self, output: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any] | None:
         image = output.get(self.image_key, batch.get(self.image_key) if isinstance(batch, dict) else None)
