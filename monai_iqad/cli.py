@@ -1,5 +1,8 @@
 """``monai-iqad`` command line.
 
+``monai-iqad score --metric {saqm,niqe,brisque,piqe,lapvar,blur} INPUT -o scores.csv`` scores a folder, file list or
+datalist into a CSV (see :mod:`monai_iqad.score`).
+
 ``monai-iqad label start --studies DIR [--port N] [--host 127.0.0.1] [--bundles a,b] ...`` starts the MONAI Label
 server over the project's bundles (see ``docs/monai_label.md``). It runs
 ``<this python> -m monailabel.main start_server --app <work dir>/app --studies DIR --host 127.0.0.1 --port N
@@ -181,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     start.add_argument("--dry-run", action="store_true", help="print the server command and exit")
     start.set_defaults(func=_label_start)
+    from monai_iqad.score import add_score_parser  # `monai-iqad score`: logic in monai_iqad/score.py
+
+    add_score_parser(sub)
     return parser
 
 

@@ -61,12 +61,16 @@ def niqe_features(luma: torch.Tensor, window: torch.Tensor, block_size: int = 96
 
 
 def _nan_mean_cov(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """MATLAB ``nanmean`` (per feature) and ``nancov`` (rows with a NaN dropped) of ``(N, D)``."""
+    """MATLAB ``nanmean`` (per feature) and ``nancov`` (rows with a NaN dropped) of ``(N, D)``.
+
+    A single finite row gives a zero covariance (pyiqa's ``cov`` drops the correction for one sample), so an image of
+    exactly one block still gets a score; no finite row gives NaN.
+    """
     mean = torch.nanmean(feats, dim=0)
     rows = feats[~torch.isnan(feats).any(dim=1)]
-    if rows.shape[0] < 2:
+    if rows.shape[0] == 0:
         return mean, torch.full((feats.shape[1], feats.shape[1]), float("nan"), dtype=feats.dtype)
-    return mean, torch.cov(rows.T)
+    return mean, torch.cov(rows.T, correction=1 if rows.shape[0] > 1 else 0)
 
 
 def niqe(
@@ -84,7 +88,7 @@ def niqe(
 
     Returns:
         ``(B,)`` float32 tensor, or a Python float when ``image`` is a single ``(C, H, W)``/``(H, W)`` image. NaN
-        when fewer than two blocks have finite features (e.g. a constant image).
+        when no block has finite features (e.g. a constant image).
 
     Raises:
         ValueError: bad shape or values, or an image smaller than ``block_size`` in either dimension.
