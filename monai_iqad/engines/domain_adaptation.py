@@ -176,6 +176,13 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         mos_key: key of the normalised MOS in batches. Defaults to "mos".
         labelled_key: key of the labelled flags in target batches. Defaults to "labelled".
         image_key: key of the images. Defaults to "image".
+        ranking_loss: optional ``callable(scores (B,), groups (B,), levels (B,)) -> loss`` added to the loss with
+            weight ``ranking_weight``, e.g. :class:`monai_iqad.losses.PairwiseRankingLoss` on within-ladder pairs;
+            ``scores`` are the image-level logits (mean patch logit) of the ``train_data_loader`` batch, ``groups``
+            and ``levels`` come from its ``ladder_key`` and ``level_key``. Defaults to None (off: the paper).
+        ranking_weight: weight of the ranking loss. Defaults to 1.
+        ladder_key: batch key of the ladder (group) ids. Defaults to "ladder".
+        level_key: batch key of the severity levels (0 = best). Defaults to "level".
 
     Raises:
         ValueError: When ``mode`` is unknown; an adversarial mode lacks ``target_data_loader`` or
@@ -223,6 +230,10 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         mos_key: str = "mos",
         labelled_key: str = "labelled",
         image_key: str = "image",
+        ranking_loss: Callable | None = None,
+        ranking_weight: float = 1.0,
+        ladder_key: str = "ladder",
+        level_key: str = "level",
     ) -> None:
         if mode not in DA_MODES:
             raise ValueError(f"mode must be one of {DA_MODES}, got {mode!r}.")
@@ -306,6 +317,10 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         self.labelled_key = labelled_key
         self.image_key = image_key
         self._grls = grls
+        self.ranking_loss = ranking_loss
+        self.ranking_weight = float(ranking_weight)
+        self.ladder_key = ladder_key
+        self.level_key = level_key
         self._gamma = _find_gamma(self.network)
         self._target_iter: Any = None
         if self.target_data_loader is not None:
@@ -354,6 +369,32 @@ class DomainAdaptationTrainer(SupervisedTrainer):
             raise ValueError(f"target items flagged as labelled have a non-finite '{self.mos_key}': {mos[labelled]}.")
         return labelled
 
+    def _ranking_groups(
+        self, batchdata: Any, batch_size: int, device: torch.device | str | None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The (B,) ladder ids and levels of a batch for the ranking loss; None when the loss is off.
+
+        Raises:
+            ValueError: When the ranking loss is on and the batch lacks the ladder/level keys or their length is wrong.
+        """
+        if self.ranking_loss is None:
+            return None
+        missing = [
+            k for k in (self.ladder_key, self.level_key) if not isinstance(batchdata, Mapping) or k not in batchdata
+        ]
+        if missing:
+            raise ValueError(f"the ranking loss needs batch keys {missing} (ladder ids and severity levels).")
+        out = []
+        for key in (self.ladder_key, self.level_key):
+            value = batchdata[key]
+            value = value.as_tensor() if isinstance(value, MetaTensor) else torch.as_tensor(value)
+            if value.numel() != batch_size:
+                raise ValueError(
+                    f"'{key}' must hold one value per image ({batch_size}), got shape {tuple(value.shape)}."
+                )
+            out.append(value.reshape(-1).to(device))
+        return out[0], out[1]
+
     def _iteration(self, engine: DomainAdaptationTrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
         """
         One training step (see the class docstring).
@@ -370,6 +411,7 @@ class DomainAdaptationTrainer(SupervisedTrainer):
             raise ValueError("Must provide batch data for current iteration.")
         device = engine.state.device
         source = engine.prepare_batch(batchdata, device, engine.non_blocking, **engine.to_kwargs)
+        self._ranking = self._ranking_groups(batchdata, int(source["image"].shape[0]), device)
         x_s, mos_s = source["image"], source["mos"]
         if mos_s is None:
             raise ValueError(f"training batches need a '{self.mos_key}' key (MOS normalised to [0, 1]).")
@@ -472,6 +514,13 @@ class DomainAdaptationTrainer(SupervisedTrainer):
                 reg_logits.append(logits_t[mask].reshape(-1))
                 reg_targets.append(mos_t[mask][:, None].expand(-1, logits_t.shape[1]).reshape(-1))
         loss_reg = self.regression_loss(torch.cat(reg_logits).float(), torch.cat(reg_targets).float()).mean()
+        ranking = getattr(self, "_ranking", None)
+        if ranking is not None and self.ranking_loss is not None:
+            loss_rank = self.ranking_loss(logits_s.float().mean(dim=1), *ranking)
+            output["loss_rank"] = loss_rank.detach()
+            loss_reg_total = loss_reg + self.ranking_weight * loss_rank
+        else:
+            loss_reg_total = loss_reg
 
         if feats_s is not None and feats_t is not None and self.domain_classifier is not None:
             features = torch.cat([feats_s.reshape(-1, feats_s.shape[-1]), feats_t.reshape(-1, feats_t.shape[-1])])
@@ -485,11 +534,11 @@ class DomainAdaptationTrainer(SupervisedTrainer):
             domain_logits = self.domain_classifier(features).reshape(-1).float()
             loss_dom = self.domain_loss(domain_logits, domain)
             domain_acc = ((domain_logits.detach() > 0).float() == domain).float().mean()
-            loss = loss_reg + self.domain_loss_weight * loss_dom
+            loss = loss_reg_total + self.domain_loss_weight * loss_dom
         else:
             loss_dom = torch.zeros((), device=loss_reg.device)
             domain_acc = torch.full((), float("nan"), device=loss_reg.device)
-            loss = loss_reg
+            loss = loss_reg_total
 
         output[Keys.LOSS] = loss
         output["loss_reg"] = loss_reg.detach()

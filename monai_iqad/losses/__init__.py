@@ -4,3 +4,4 @@ from __future__ import annotations
 
 from .entropy import EntropyRegularizer
 from .focal import FocalLoss
+from .ranking import PairwiseRankingLoss, ladder_pairs

@@ -18,6 +18,15 @@ scikit-image) and returns a new array with the same shape and dtype, clipped to 
 | ``denoise`` | noise sigma / NL-means strength | 0.03/0.55 | 0.05/0.75 | 0.08/1.0 | 0.12/1.25 | 0.16/1.5 |
 | ``low_contrast`` | amount of contrast removed | 0.15 | 0.30 | 0.45 | 0.60 | 0.75 |
 | ``uneven_illumination`` | shading strength | 0.15 | 0.30 | 0.45 | 0.60 | 0.75 |
+| ``poisson_noise`` | photon count at intensity 1 (quantum noise, X-ray) | 800 | 300 | 120 | 50 | 20 |
+| ``rician_noise`` | sigma of the complex noise (MR magnitude) | 0.02 | 0.04 | 0.06 | 0.09 | 0.13 |
+| ``low_dose_ct`` | noise sigma / streak amplitude (CT) | .015/.01 | .03/.02 | .05/.035 | .075/.05 | .10/.07 |
+| ``jpeg2000`` | compression ratio (Pillow OpenJPEG) | 6 | 12 | 24 | 40 | 64 |
+| ``resample`` | down-sampling factor, then back (bicubic) | 1.5 | 2 | 3 | 4 | 6 |
+| ``gamma`` | gamma exponent (shadows crushed) | 1.3 | 1.6 | 2.0 | 2.5 | 3.2 |
+| ``gibbs_ringing`` | fraction of k-space kept (sharp cut-off, MR) | 0.6 | 0.45 | 0.35 | 0.25 | 0.18 |
+| ``kspace_undersampling`` | acceleration (random phase-encode lines, MR) | 1.5 | 2 | 3 | 4 | 6 |
+| ``banding`` | grey levels kept (posterisation) | 48 | 24 | 12 | 8 | 5 |
 
 The MONAI wrappers (``Degrade``, ``Degraded``, ``RandDegrade``, ``RandDegraded``) take channel-FIRST ``(C, H, W)``
 arrays, tensors or ``MetaTensor`` s (MONAI convention) and keep their type and metadata.
@@ -48,6 +57,15 @@ __all__ = [
     "denoise_artifacts",
     "contrast_reduction",
     "uneven_illumination",
+    "poisson_noise",
+    "rician_noise",
+    "low_dose_ct",
+    "jpeg2000_compress",
+    "resample",
+    "gamma_contrast",
+    "gibbs_ringing",
+    "kspace_undersampling",
+    "banding",
     "degrade",
     "severity_params",
     "Degrade",
@@ -68,6 +86,15 @@ SEVERITY_TABLE: dict[str, dict[str, tuple[float, ...]]] = {
     "denoise": {"sigma_noise": (0.03, 0.05, 0.08, 0.12, 0.16), "strength": (0.55, 0.75, 1.0, 1.25, 1.5)},
     "low_contrast": {"amount": (0.15, 0.30, 0.45, 0.60, 0.75)},
     "uneven_illumination": {"strength": (0.15, 0.30, 0.45, 0.60, 0.75)},
+    "poisson_noise": {"photons": (800.0, 300.0, 120.0, 50.0, 20.0)},
+    "rician_noise": {"sigma": (0.02, 0.04, 0.06, 0.09, 0.13)},
+    "low_dose_ct": {"sigma": (0.015, 0.03, 0.05, 0.075, 0.10), "streaks": (0.01, 0.02, 0.035, 0.05, 0.07)},
+    "jpeg2000": {"ratio": (6.0, 12.0, 24.0, 40.0, 64.0)},
+    "resample": {"factor": (1.5, 2.0, 3.0, 4.0, 6.0)},
+    "gamma": {"gamma": (1.3, 1.6, 2.0, 2.5, 3.2)},
+    "gibbs_ringing": {"keep": (0.6, 0.45, 0.35, 0.25, 0.18)},
+    "kspace_undersampling": {"acceleration": (1.5, 2.0, 3.0, 4.0, 6.0)},
+    "banding": {"levels": (48, 24, 12, 8, 5)},
 }
 
 #: Names accepted by :func:`degrade`.
@@ -358,6 +385,263 @@ def uneven_illumination(img: np.ndarray, strength: float, rng: np.random.Generat
     return _finish(img * (1.0 - strength * shading) + 0.25 * strength * glare, img)
 
 
+def poisson_noise(img: np.ndarray, photons: float, rng: np.random.Generator | int | None = None) -> np.ndarray:
+    """Quantum (shot) noise as in projection radiography: ``Poisson(img * photons) / photons``.
+
+    Args:
+        img: float image in [0, 1], ``(H, W)`` or ``(H, W, C)``.
+        photons: expected count at intensity 1; fewer photons = more noise (``<= 0`` or ``inf`` = identity).
+        rng: numpy Generator (or seed).
+
+    Returns:
+        The noisy image, same shape and dtype, clipped to [0, 1].
+    """
+    img = _check_image(img)
+    if not 0 < photons < np.inf:
+        return img.copy()
+    counts = _as_rng(rng).poisson(np.clip(img, 0.0, 1.0).astype(np.float64) * photons)
+    return _finish(counts / photons, img)
+
+
+def rician_noise(img: np.ndarray, sigma: float, rng: np.random.Generator | int | None = None) -> np.ndarray:
+    """Rician noise of MR magnitude images: ``|img + sigma * (n1 + i n2)|`` (the background gets a noise floor).
+
+    Args:
+        img: float image in [0, 1], ``(H, W)`` or ``(H, W, C)``.
+        sigma: standard deviation of each of the real and imaginary noise parts (0 = identity).
+        rng: numpy Generator (or seed).
+
+    Returns:
+        The noisy magnitude image, same shape and dtype, clipped to [0, 1].
+    """
+    img = _check_image(img)
+    if sigma <= 0:
+        return img.copy()
+    rng = _as_rng(rng)
+    real = img + sigma * rng.standard_normal(img.shape)
+    imag = sigma * rng.standard_normal(img.shape)
+    return _finish(np.hypot(real, imag), img)
+
+
+def low_dose_ct(
+    img: np.ndarray, sigma: float, streaks: float, rng: np.random.Generator | int | None = None, num_views: int = 16
+) -> np.ndarray:
+    """Low-dose CT look: spatially correlated quantum noise plus streaks.
+
+    Filtered back-projection spreads the noise of each projection along its rays; we model it as
+    ``sigma * n`` (white noise smoothed with a 0.7 px Gaussian, renormalised: the fine-grained CT noise texture) plus
+    ``streaks * sum_v p_v(x cos t_v + y sin t_v) / sqrt(V)``: ``num_views`` random view angles, each with a 1-D white
+    profile smeared along its rays. One field for all channels.
+
+    Args:
+        img: float image in [0, 1], ``(H, W)`` or ``(H, W, C)``.
+        sigma: standard deviation of the noise (0 with ``streaks`` 0 = identity).
+        streaks: standard deviation of the streak field.
+        rng: numpy Generator (or seed).
+        num_views: number of streak directions.
+
+    Returns:
+        The degraded image, same shape and dtype, clipped to [0, 1].
+    """
+    img = _check_image(img)
+    if sigma <= 0 and streaks <= 0:
+        return img.copy()
+    rng = _as_rng(rng)
+    h, w = img.shape[:2]
+    noise = ndimage.gaussian_filter(rng.standard_normal((h, w)), 0.7)
+    noise /= max(float(noise.std()), 1e-12)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    yy -= h / 2.0
+    xx -= w / 2.0
+    length = int(np.ceil(np.hypot(h, w))) + 2
+    field = np.zeros((h, w))
+    for theta in rng.uniform(0.0, np.pi, size=int(num_views)):
+        profile = rng.standard_normal(length)
+        coord = np.clip(np.round(xx * np.cos(theta) + yy * np.sin(theta) + length / 2.0).astype(int), 0, length - 1)
+        field += profile[coord]
+    field /= np.sqrt(max(int(num_views), 1))
+    total = sigma * noise + streaks * field
+    if img.ndim == 3:
+        total = total[..., None]
+    return _finish(img + total, img)
+
+
+def jpeg2000_compress(img: np.ndarray, ratio: float) -> np.ndarray:
+    """JPEG 2000 (lossy, irreversible wavelet) round trip with Pillow's OpenJPEG codec, in memory.
+
+    Gray images are coded as ``L``, 3-channel images as ``RGB``, other channel counts plane by plane; the image is
+    quantised to 8 bits first. Artefacts: blur and ringing along edges, no blocking.
+
+    Args:
+        img: float image in [0, 1], ``(H, W)`` or ``(H, W, C)``.
+        ratio: compression ratio (``<= 1`` = identity).
+
+    Returns:
+        The decoded image, same shape and dtype.
+    """
+    img = _check_image(img)
+    if ratio <= 1:
+        return img.copy()
+    u8 = np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+    def code(plane: np.ndarray, mode: str) -> np.ndarray:
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(plane)).save(
+            buffer, format="JPEG2000", quality_mode="rates", quality_layers=[float(ratio)], irreversible=True
+        )
+        buffer.seek(0)
+        with Image.open(buffer) as decoded:
+            return np.asarray(decoded.convert(mode))
+
+    if img.ndim == 2:
+        out = code(u8, "L")
+    elif img.shape[2] == 3:
+        out = code(u8, "RGB")
+    else:
+        out = np.stack([code(u8[..., c], "L") for c in range(img.shape[2])], -1)
+    return (out.astype(np.float64) / 255.0).astype(img.dtype)
+
+
+def _resize_planes(img: np.ndarray, size: tuple[int, int], resample_filter: int) -> np.ndarray:
+    """Resize every channel of a channel-last float image to ``size`` = (h, w) with a Pillow filter."""
+    h, w = size
+
+    def plane(p: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(np.ascontiguousarray(p, np.float32)).resize((w, h), resample_filter))
+
+    if img.ndim == 2:
+        return plane(img).astype(np.float64)
+    return np.stack([plane(img[..., c]) for c in range(img.shape[2])], -1).astype(np.float64)
+
+
+def resample(img: np.ndarray, factor: float) -> np.ndarray:
+    """Loss of resolution: anti-aliased down-sampling by ``factor`` (Pillow box filter), then bicubic up-sampling back.
+
+    Args:
+        img: float image in [0, 1], ``(H, W)`` or ``(H, W, C)``.
+        factor: down-sampling factor (``<= 1`` = identity).
+
+    Returns:
+        The resampled image, same shape and dtype.
+    """
+    img = _check_image(img)
+    if factor <= 1:
+        return img.copy()
+    h, w = img.shape[:2]
+    small = _resize_planes(img, (max(1, round(h / factor)), max(1, round(w / factor))), Image.BOX)
+    return _finish(_resize_planes(small, (h, w), Image.BICUBIC), img)
+
+
+def gamma_contrast(img: np.ndarray, gamma: float) -> np.ndarray:
+    """Gamma mis-calibration: ``img ** gamma`` (gamma > 1 crushes the shadows, gamma < 1 washes them out).
+
+    Args:
+        img: float image in [0, 1], ``(H, W)`` or ``(H, W, C)``.
+        gamma: positive exponent (1 = identity).
+
+    Returns:
+        The image, same shape and dtype.
+
+    Raises:
+        ValueError: when ``gamma`` is not positive.
+    """
+    img = _check_image(img)
+    if not gamma > 0:
+        raise ValueError(f"gamma must be positive, got {gamma}.")
+    if gamma == 1:
+        return img.copy()
+    return _finish(np.clip(img, 0.0, 1.0) ** gamma, img)
+
+
+def _kspace_apply(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Magnitude of the inverse FFT of each channel's centred k-space times ``mask`` (H, W)."""
+    planes = img[..., None] if img.ndim == 2 else img
+    out = np.empty(planes.shape, dtype=np.float64)
+    for c in range(planes.shape[2]):
+        k = np.fft.fftshift(np.fft.fft2(planes[..., c].astype(np.float64)))
+        out[..., c] = np.abs(np.fft.ifft2(np.fft.ifftshift(k * mask)))
+    return out[..., 0] if img.ndim == 2 else out
+
+
+def gibbs_ringing(img: np.ndarray, keep: float) -> np.ndarray:
+    """Gibbs ringing / truncation artefact of MR: only the central ``keep`` fraction of k-space is acquired (in both
+    directions, sharp cut-off, zero-filled reconstruction, magnitude).
+
+    Args:
+        img: float image in [0, 1], ``(H, W)`` or ``(H, W, C)``.
+        keep: fraction of k-space kept along each axis, in (0, 1] (1 = identity).
+
+    Returns:
+        The ringing image, same shape and dtype.
+
+    Raises:
+        ValueError: when ``keep`` is outside (0, 1].
+    """
+    img = _check_image(img)
+    if not 0 < keep <= 1:
+        raise ValueError(f"gibbs_ringing keep must be in (0, 1], got {keep}.")
+    if keep == 1:
+        return img.copy()
+    h, w = img.shape[:2]
+    ky = np.abs(np.arange(h) - h // 2) <= keep * h / 2
+    kx = np.abs(np.arange(w) - w // 2) <= keep * w / 2
+    return _finish(_kspace_apply(img, np.outer(ky, kx).astype(np.float64)), img)
+
+
+def kspace_undersampling(
+    img: np.ndarray, acceleration: float, rng: np.random.Generator | int | None = None, center_fraction: float = 0.08
+) -> np.ndarray:
+    """Cartesian k-space undersampling of MR: a random ``1 / acceleration`` of the phase-encode lines (rows) is kept,
+    always including the central ``center_fraction`` of them; zero-filled reconstruction (magnitude) gives aliasing
+    ghosts and blur.
+
+    Args:
+        img: float image in [0, 1], ``(H, W)`` or ``(H, W, C)``.
+        acceleration: undersampling factor (``<= 1`` = identity).
+        rng: numpy Generator (or seed) for the line pattern.
+        center_fraction: fraction of the lines around the k-space centre that is always kept.
+
+    Returns:
+        The undersampled image, same shape and dtype.
+    """
+    img = _check_image(img)
+    if acceleration <= 1:
+        return img.copy()
+    h, w = img.shape[:2]
+    rows = np.zeros(h, dtype=bool)
+    half = max(1, int(round(center_fraction * h / 2)))
+    rows[h // 2 - half : h // 2 + half + 1] = True
+    wanted = max(int(round(h / acceleration)), int(rows.sum()))
+    others = np.flatnonzero(~rows)
+    extra = wanted - int(rows.sum())
+    if extra > 0:
+        rows[_as_rng(rng).choice(others, size=min(extra, others.size), replace=False)] = True
+    mask = np.repeat(rows[:, None], w, axis=1).astype(np.float64)
+    return _finish(_kspace_apply(img, mask), img)
+
+
+def banding(img: np.ndarray, levels: int) -> np.ndarray:
+    """Banding / posterisation: intensities quantised to ``levels`` grey levels (false contours in smooth regions).
+
+    Args:
+        img: float image in [0, 1], ``(H, W)`` or ``(H, W, C)``.
+        levels: number of levels kept, at least 2 (256 or more = identity at 8 bits).
+
+    Returns:
+        The quantised image, same shape and dtype.
+
+    Raises:
+        ValueError: when ``levels < 2``.
+    """
+    img = _check_image(img)
+    if int(levels) < 2:
+        raise ValueError(f"banding needs at least 2 levels, got {levels}.")
+    if int(levels) >= 256:
+        return img.copy()
+    step = int(levels) - 1
+    return _finish(np.round(np.clip(img, 0.0, 1.0) * step) / step, img)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # dispatcher
 
@@ -429,7 +713,25 @@ def degrade(
         return denoise_artifacts(img, params["sigma_noise"], params["strength"], rng)
     if kind == "low_contrast":
         return contrast_reduction(img, params["amount"])
-    return uneven_illumination(img, params["strength"], rng)
+    if kind == "uneven_illumination":
+        return uneven_illumination(img, params["strength"], rng)
+    if kind == "poisson_noise":
+        return poisson_noise(img, params["photons"], rng)
+    if kind == "rician_noise":
+        return rician_noise(img, params["sigma"], rng)
+    if kind == "low_dose_ct":
+        return low_dose_ct(img, params["sigma"], params["streaks"], rng)
+    if kind == "jpeg2000":
+        return jpeg2000_compress(img, params["ratio"])
+    if kind == "resample":
+        return resample(img, params["factor"])
+    if kind == "gamma":
+        return gamma_contrast(img, params["gamma"])
+    if kind == "gibbs_ringing":
+        return gibbs_ringing(img, params["keep"])
+    if kind == "kspace_undersampling":
+        return kspace_undersampling(img, params["acceleration"], rng)
+    return banding(img, int(params["levels"]))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
