@@ -38,7 +38,8 @@ EXTRAS = {
     # scripts/install_monailabel.sh is the light CPU install. pydicom<3: monailabel 0.8.5 imports pydicom_seg.
     "label": ["monailabel==0.8.5", "pydicom>=2.4.4,<3", "numpy<2"],
     # ruff is pinned: lint and format results must not change under CI
-    "test": ["pytest>=7", "ruff==0.17.6", "pydicom-data>=1.0"],
+    # pypiqe (MIT): PIQE parity test of monai_iqad.metrics.piqe (it pulls in opencv-python)
+    "test": ["pytest>=7", "ruff==0.17.6", "pydicom-data>=1.0", "pypiqe==1.2"],
 }
 # everything except the MONAI Label server, which needs numpy<2 / pydicom<3 (its own environment)
 EXTRAS["all"] = sorted({r for k, v in EXTRAS.items() if k != "label" for r in v})
@@ -55,8 +56,10 @@ setup(
     # namespace discovery: data folders without __init__.py (e.g. metrics/data) are packages too, so setuptools does
     # not warn "Package would be ignored" on install
     packages=find_namespace_packages(include=["monai_iqad", "monai_iqad.*"], exclude=["*.__pycache__"]),
+    # flat layout declared: `pip install -e .` then uses a plain .pth entry and prints no "Editable installation" notice
+    package_dir={"": "."},
     include_package_data=True,
-    package_data={"monai_iqad": ["py.typed", "label/app/*.json"]},
+    package_data={"monai_iqad": ["py.typed", "label/app/*.json", "metrics/data/*.npz", "metrics/data/*.md"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["monai-iqad=monai_iqad.cli:main"]},

@@ -12,6 +12,9 @@ START=$(date +%s)
 bash scripts/setup_env.sh "$VENV" demo
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
+# MONAI warns on every `monai.bundle run` that configs may run code ($-expressions, _target_); these are this
+# repository's own configs, so the demo hides that one warning (run the commands yourself to see it)
+export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore:parsing config_file:UserWarning}"
 rm -rf "$DEMO_DIR" && mkdir -p "$DEMO_DIR"
 cp -r bundles/ultrasound_saqm_iqa "$DEMO_DIR/"
 cd "$DEMO_DIR/ultrasound_saqm_iqa"
