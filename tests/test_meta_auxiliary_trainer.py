@@ -425,3 +425,89 @@ def test_iteration_schedule_shares_one_meta_forward(meta_gradient):
     assert n_calls == 2  # 2 iterations, one forward each
     assert n_calls_ref == 6  # the reference ignores the shared forward and runs one more per stage
     assert _same(theta, theta_ref) and _same(phi, phi_ref) and _same(buffers, buffers_ref)
+
+
+@pytest.mark.parametrize("name", ["vanilla", "multitask", "epoch/forward_mode", "iteration/second_order"])
+def test_bfloat16_autocast_on_cpu(name):
+    """``amp_dtype="bfloat16"`` runs the stage-I forward (and the forward-mode stage-II forwards) under CPU autocast."""
+    torch.manual_seed(0)
+    loader = DataLoader(_data(4), batch_size=2)
+    if name == "vanilla":
+        net = VanillaNet(ND, width=W)
+        opt = torch.optim.SGD(net.parameters(), 0.01)
+        trainer = VanillaTrainer("cpu", 1, loader, net, opt, amp_dtype="bfloat16", decollate=False)
+    elif name == "multitask":
+        net = MKCNet(ND, NQ, K, width=W)
+        opt = torch.optim.SGD(net.parameters(), 0.01)
+        kwargs = {"amp_dtype": "bfloat16", "quality_weight": 0.5, "decollate": False}
+        trainer = MultiTaskTrainer("cpu", 1, loader, net, opt, **kwargs)
+    else:
+        schedule, meta_gradient = name.split("/")
+        net, meta = _nets()
+        trainer = MetaAuxiliaryTrainer(
+            "cpu",
+            1,
+            loader,
+            net,
+            torch.optim.SGD(net.parameters(), 0.01),
+            meta,
+            torch.optim.SGD(meta.parameters(), 0.01),
+            schedule=schedule,
+            meta_gradient=meta_gradient,
+            amp_dtype="bfloat16",
+            decollate=False,
+        )
+    before = _params(net)
+    dtypes = []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda e: dtypes.append((e.state.output["stage"], e.state.output["pred"].dtype))
+    )
+    trainer.run()
+    assert trainer.amp and trainer.amp_kwargs["dtype"] == torch.bfloat16
+    losses = [torch.as_tensor(v) for k, v in trainer.state.output.items() if k.startswith("loss")]
+    assert losses and all(torch.isfinite(v).all() for v in losses)
+    assert not _same(before, _params(net))
+    for stage, dtype in dtypes:  # the forward at θ ran in bf16 where autocast applies
+        second_order_stage_two = stage == 2 and name.endswith("second_order")
+        assert dtype == (torch.float32 if second_order_stage_two else torch.bfloat16), (stage, dtype)
+
+
+def test_amp_dtype_validation_and_quality_weight():
+    net = MKCNet(ND, NQ, K, width=W)
+    loader = DataLoader(_data(4), batch_size=4)
+    with pytest.raises(ValueError, match="amp_dtype must be one of"):
+        MultiTaskTrainer("cpu", 1, loader, net, torch.optim.SGD(net.parameters(), 0.01), amp_dtype="float8")
+    with pytest.raises(ValueError, match="quality_weight must be non-negative"):
+        MultiTaskTrainer("cpu", 1, loader, net, torch.optim.SGD(net.parameters(), 0.01), quality_weight=-1.0)
+    # λ_Q = 0.5: loss = L_D + 0.5 L_Q; λ_Q = 0 (no weight decay): the quality head is not trained
+    for weight in (0.5, 0.0):
+        torch.manual_seed(0)
+        net = MKCNet(ND, NQ, K, width=W)
+        before = _params(net)
+        trainer = MultiTaskTrainer(
+            "cpu", 1, loader, net, torch.optim.SGD(net.parameters(), 0.01), quality_weight=weight, decollate=False
+        )
+        trainer.run()
+        out = trainer.state.output
+        assert float(out["loss"]) == pytest.approx(float(out["loss_d"]) + weight * float(out["loss_q"]), rel=1e-6)
+        quality_same = all(torch.equal(before[n], p) for n, p in _params(net).items() if n.startswith("quality_head"))
+        assert quality_same == (weight == 0.0)
+
+
+def test_evaluator_bfloat16_autocast():
+    from monai_iqad.engines import MultiOutputEvaluator
+
+    torch.manual_seed(0)
+    net = MKCNet(ND, NQ, K, width=W).eval()
+    loader = DataLoader(_data(4), batch_size=4)
+    preds = {}
+    for amp_dtype in (None, "bfloat16"):
+        evaluator = MultiOutputEvaluator(
+            "cpu", loader, net, label_key="diagnosis", pred_key=None, amp_dtype=amp_dtype, decollate=False
+        )
+        evaluator.run()
+        preds[amp_dtype] = evaluator.state.output["pred"]
+    full, half = preds[None], preds["bfloat16"]
+    assert full["diagnosis"].dtype == half["diagnosis"].dtype == torch.float32  # cast back for the metrics
+    assert not torch.equal(full["diagnosis"], half["diagnosis"])  # autocast ran
+    assert torch.allclose(full["diagnosis"], half["diagnosis"], atol=0.1)

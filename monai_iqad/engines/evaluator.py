@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -10,6 +9,8 @@ import torch
 from monai.engines import SupervisedEvaluator
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
+
+from monai_iqad.engines.step import amp_settings, autocast, to_loss_dtype
 
 __all__ = ["MultiOutputEvaluator"]
 
@@ -35,6 +36,8 @@ class MultiOutputEvaluator(SupervisedEvaluator):
         pred_key: head used as ``pred`` when the network returns a dict; None keeps the dict of heads.
         extra_outputs: other heads to expose, ``{output_name: head_name}``.
         batch_keys: batch entries copied to the output.
+        amp_dtype: ``"bfloat16"``/``"float16"``: autocast on any device with that dtype, network outputs cast back to
+            float32 (None: MONAI's ``amp``, CUDA only). Defaults to None.
     """
 
     def __init__(
@@ -47,8 +50,11 @@ class MultiOutputEvaluator(SupervisedEvaluator):
         pred_key: str | None = "diagnosis",
         extra_outputs: Mapping[str, str] | None = None,
         batch_keys: Sequence[str] = (),
+        amp_dtype: str | torch.dtype | None = None,
         **kwargs: Any,
     ) -> None:
+        amp, amp_kwargs = amp_settings(kwargs.pop("amp", False), kwargs.pop("amp_kwargs", None), amp_dtype)
+        kwargs.update(amp=amp, amp_kwargs=amp_kwargs)
         super().__init__(device=device, val_data_loader=val_data_loader, network=network, **kwargs)
         self.image_key = image_key
         self.label_key = label_key
@@ -68,11 +74,11 @@ class MultiOutputEvaluator(SupervisedEvaluator):
         if isinstance(label, torch.Tensor):
             label = label.to(**to)
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: label}
-        amp = engine.amp and torch.device(device).type == "cuda"
-        autocast = torch.autocast("cuda", **engine.amp_kwargs) if amp else contextlib.nullcontext()
         forward: Callable[..., Any] = engine.inferer
-        with engine.mode(engine.network), autocast:
+        with engine.mode(engine.network), autocast(engine):
             out = forward(inputs, engine.network)
+        if "dtype" in engine.amp_kwargs:  # amp_dtype: metrics and writers get float32
+            out = {k: to_loss_dtype(v) for k, v in out.items()} if isinstance(out, Mapping) else to_loss_dtype(out)
         if isinstance(out, Mapping) and self.pred_key is not None:
             if self.pred_key not in out:
                 raise KeyError(f"Network output has no '{self.pred_key}' head (heads: {sorted(out)}).")

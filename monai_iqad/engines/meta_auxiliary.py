@@ -472,7 +472,8 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
             duals = {n: fwAD.make_dual(point[n], tangents[n]) for n in batch.names}
             aux = functional_call(batch.network, {**point, **duals, **buffers}, (batch.x,))["auxiliary"]
             z, z_dot = fwAD.unpack_dual(aux)
-        z = to_loss_dtype(z).detach().requires_grad_(True)
+        # a non-leaf z (a leaf cannot be the input of autograd.grad under hooks such as FlopCounterMode)
+        z = to_loss_dtype(z).detach().requires_grad_(True).clone()
         loss_aux = self.auxiliary_weight * self._aux_loss(z, batch.y_w)  # y_ω with its graph
         (grad_z,) = torch.autograd.grad(loss_aux, z, create_graph=True)
         surrogate = self.entropy_weight * batch.entropy - (grad_z * to_loss_dtype(z_dot)).sum()
