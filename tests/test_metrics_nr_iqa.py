@@ -218,3 +218,22 @@ def test_piqe_matches_matlab_on_tid2013(tid2013_distorted):
 def test_niqe_matches_pyiqa_on_tid2013(tid2013_distorted):
     ours = niqe(np.stack(tid2013_distorted)).numpy()
     np.testing.assert_allclose(ours, NIQE_PYIQA_TID, atol=0.1)
+
+
+def test_speed_benchmark_quick(tmp_path, capsys):
+    """``benchmarks/nr_iqa_speed.py --quick`` runs and writes only its own section."""
+    import importlib.util
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location("nr_iqa_speed", ROOT / "benchmarks" / "nr_iqa_speed.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Benchmarks\n\n<!-- other:start -->\nkeep\n<!-- other:end -->\n")
+    assert module.main(["--quick", "--rounds", "1", "--output", str(out)]) == 0
+    text = out.read_text()
+    assert "keep" in text and "<!-- nr_iqa_speed:start -->" in text
+    assert all(f"`{name}`" in text for name in NR_IQA_METRICS)

@@ -20,7 +20,9 @@ import torch
 
 from monai_iqad.metrics.nss import (
     LUMA_BT709,
-    aggd_features,
+    aggd_alpha,
+    aggd_moments,
+    aggd_params,
     as_batch,
     downsample_opencv,
     finish,
@@ -33,20 +35,17 @@ from monai_iqad.metrics.params import load_params
 __all__ = ["brisque", "brisque_features"]
 
 
-def _scale_features(m: torch.Tensor) -> list[torch.Tensor]:
-    """18 features of one scale from MSCN ``(B, 1, H, W)``, each ``(B,)``."""
+def _moments(m: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """AGGD moment statistics of one scale's MSCN ``(B, 1, H, W)`` and its four neighbour products (no wrap-around)."""
     m = m[:, 0]
-    alpha, _, var_l, var_r = aggd_features(m.flatten(1), "exact", variance=True)
-    feats = [alpha, (var_l + var_r) / 2]
-    pairs = (
+    sets = (
+        m,
         m[:, :, :-1] * m[:, :, 1:],  # horizontal
         m[:, :-1, :] * m[:, 1:, :],  # vertical
         m[:, :-1, :-1] * m[:, 1:, 1:],  # main diagonal
         m[:, 1:, :-1] * m[:, :-1, 1:],  # secondary diagonal
     )
-    for prod in pairs:
-        feats.extend(aggd_features(prod.flatten(1), "exact", variance=True))
-    return feats
+    return [aggd_moments(s.flatten(1), "exact") for s in sets]
 
 
 def brisque_features(luma: torch.Tensor) -> torch.Tensor:
@@ -59,9 +58,14 @@ def brisque_features(luma: torch.Tensor) -> torch.Tensor:
     if min(h, w) < 8:
         raise ValueError(f"BRISQUE needs an image of at least 8x8 pixels, got {h}x{w}")
     window = gaussian_window(7, 7.0 / 6.0)
-    full = _scale_features(mscn(luma, window, 1.0, "zeros"))
-    half = _scale_features(mscn(downsample_opencv(luma), window, 1.0, "zeros"))
-    return torch.stack(full + half, dim=-1)
+    moments = _moments(mscn(luma, window, 1.0, "zeros")) + _moments(mscn(downsample_opencv(luma), window, 1.0, "zeros"))
+    # one bisection for the 10 shape parameters of every image
+    alphas = aggd_alpha(torch.cat([r for r, _, _ in moments]), "exact").reshape(len(moments), -1)
+    feats = []
+    for k, (alpha, (_, lstd, rstd)) in enumerate(zip(alphas, moments, strict=True)):
+        _, mean, var_l, var_r = aggd_params(alpha, lstd, rstd, variance=True)
+        feats += [alpha, (var_l + var_r) / 2] if k % 5 == 0 else [alpha, mean, var_l, var_r]
+    return torch.stack(feats, dim=-1)
 
 
 def brisque(image: Any, data_range: float = 255.0, params: str | os.PathLike | None = None) -> torch.Tensor | float:

@@ -26,7 +26,10 @@ __all__ = [
     "filter2d",
     "mscn",
     "aggd_ratio",
+    "aggd_moments",
+    "aggd_alpha",
     "aggd_fit",
+    "aggd_params",
     "aggd_features",
     "downsample_matlab",
     "downsample_opencv",
@@ -116,12 +119,16 @@ def filter2d(x: torch.Tensor, kernel: torch.Tensor, padding: str = "replicate") 
         x = _pad_symmetric(x, pad)
     else:
         x = F.pad(x, pad, mode=padding)
+    # A rank-1 kernel (Gaussian, box, Sobel) runs as two 1D convolutions; other (small) kernels as weighted sums of
+    # shifted views, much faster than torch's float64 2D conv2d on the CPU.
     k = kernel.to(x)
     u, sv, vh = torch.linalg.svd(k)
-    if kh > 1 and kw > 1 and sv[1] <= 1e-12 * sv[0]:  # separable (e.g. Gaussian): two 1D passes, ~3x faster
+    if kh > 1 and kw > 1 and sv[1] <= 1e-12 * sv[0]:
         col, row = u[:, 0] * sv[0].sqrt(), vh[0] * sv[0].sqrt()
         return F.conv2d(F.conv2d(x, col.view(1, 1, -1, 1)), row.view(1, 1, 1, -1))
-    return F.conv2d(x, k[None, None])
+    h, w = x.shape[-2] - kh + 1, x.shape[-1] - kw + 1
+    taps = [(i, j, float(k[i, j])) for i in range(kh) for j in range(kw) if k[i, j] != 0]
+    return sum(c * x[..., i : i + h, j : j + w] for i, j, c in taps)
 
 
 def _pad_symmetric(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
@@ -159,22 +166,12 @@ def aggd_ratio(alpha: torch.Tensor) -> torch.Tensor:
 _GRID = torch.arange(200, 10001, dtype=torch.float64) / 1000.0  # 0.2:0.001:10, the NIQE/BRISQUE MATLAB grid
 
 
-def aggd_fit(samples: torch.Tensor, solver: str = "grid") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Moment-matching AGGD fit of each row of ``samples`` ``(N, M)``.
+def aggd_moments(samples: torch.Tensor, solver: str = "grid") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Moment statistics of the AGGD fit of each row of ``samples`` ``(N, M)``: ``(R, left_std, right_std)``.
 
-    Args:
-        samples: ``N`` sets of ``M`` coefficients (MSCN values or products of neighbouring MSCN values).
-        solver: ``grid``: ``alpha`` is the nearest point of the MATLAB grid ``0.2:0.001:10`` (NIQE, original
-            BRISQUE); ``exact``: ``alpha`` solves ``rho(alpha) = R`` by bisection to machine precision (the
-            ``brisque`` package's ``scipy.optimize.root``).
-
-    Returns:
-        ``(alpha, left_std, right_std)``, each ``(N,)``: the shape and the root mean squares of the negative and the
-        non-negative samples (``brisque`` package convention; zeros contribute nothing to the grid solver's
-        ``right_std`` numerator but are counted in its denominator only there, see below).
-
-    The left/right spreads: ``left_std = sqrt(mean(x^2 | x < 0))``; ``right_std = sqrt(mean(x^2 | x > 0))`` for
-    ``grid`` (basicsr/pyiqa NIQE) and ``sqrt(mean(x^2 | x >= 0))`` for ``exact`` (``brisque`` package).
+    ``R`` is the generalised Gaussian ratio estimate (Mittal et al. 2012) that :func:`aggd_alpha` inverts;
+    ``left_std = sqrt(mean(x^2 | x < 0))``; ``right_std = sqrt(mean(x^2 | x > 0))`` for the ``grid`` solver
+    (basicsr/pyiqa NIQE) and ``sqrt(mean(x^2 | x >= 0))`` for ``exact`` (the ``brisque`` package).
     """
     neg = samples < 0
     pos = samples > 0 if solver == "grid" else samples >= 0
@@ -184,39 +181,63 @@ def aggd_fit(samples: torch.Tensor, solver: str = "grid") -> tuple[torch.Tensor,
     gammahat = left_std / right_std
     rhat = samples.abs().mean(-1) ** 2 / sq.mean(-1)
     rhatnorm = rhat * (gammahat**3 + 1) * (gammahat + 1) / (gammahat**2 + 1) ** 2
+    return rhatnorm, left_std, right_std
+
+
+def aggd_alpha(rhatnorm: torch.Tensor, solver: str = "grid") -> torch.Tensor:
+    """The AGGD shape ``alpha`` with ``rho(alpha) = R`` for each entry of ``rhatnorm``.
+
+    Args:
+        rhatnorm: ``(N,)`` ratio estimates from :func:`aggd_moments`.
+        solver: ``grid``: the nearest point of the MATLAB grid ``0.2:0.001:10`` (NIQE, original BRISQUE);
+            ``exact``: bisection in ``log(alpha)`` to machine precision (the ``brisque`` package's
+            ``scipy.optimize.root``).
+
+    Raises:
+        ValueError: unknown ``solver``.
+    """
     if solver == "grid":
         table = aggd_ratio(_GRID)
-        alpha = _GRID[(table[None, :] - rhatnorm[:, None]).abs().argmin(-1)]
-    elif solver == "exact":
-        lo = torch.full_like(rhatnorm, math.log(0.02))
-        hi = torch.full_like(rhatnorm, math.log(50.0))
-        for _ in range(60):  # bisection in log(alpha); rho is increasing
-            mid = (lo + hi) / 2
-            below = aggd_ratio(mid.exp()) < rhatnorm
-            lo = torch.where(below, mid, lo)
-            hi = torch.where(below, hi, mid)
-        alpha = ((lo + hi) / 2).exp()
-    else:
+        return _GRID[(table[None, :] - rhatnorm[:, None]).abs().argmin(-1)]
+    if solver != "exact":
         raise ValueError(f"solver must be 'grid' or 'exact', got {solver!r}")
-    return alpha, left_std, right_std
+    lo = torch.full_like(rhatnorm, math.log(0.02))
+    hi = torch.full_like(rhatnorm, math.log(50.0))
+    for _ in range(56):  # rho is increasing; 56 halvings of a width-8 interval reach double precision
+        mid = (lo + hi) / 2
+        below = aggd_ratio(mid.exp()) < rhatnorm
+        lo = torch.where(below, mid, lo)
+        hi = torch.where(below, hi, mid)
+    return ((lo + hi) / 2).exp()
+
+
+def aggd_fit(samples: torch.Tensor, solver: str = "grid") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Moment-matching AGGD fit of each row of ``samples`` ``(N, M)``: ``(alpha, left_std, right_std)``, each
+    ``(N,)`` (see :func:`aggd_moments` and :func:`aggd_alpha`)."""
+    rhatnorm, left_std, right_std = aggd_moments(samples, solver)
+    return aggd_alpha(rhatnorm, solver), left_std, right_std
+
+
+def aggd_params(
+    alpha: torch.Tensor, left_std: torch.Tensor, right_std: torch.Tensor, variance: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(alpha, mean, left, right)`` features from a fit: ``left``/``right`` are the AGGD scales
+    ``beta = std * sqrt(Gamma(1/alpha) / Gamma(3/alpha))`` or, with ``variance=True``, ``std^2``; ``mean = (beta_r -
+    beta_l) * Gamma(2/alpha) / Gamma(1/alpha)`` (Mittal et al. 2012, Eq. 8)."""
+    const = torch.exp(0.5 * (torch.lgamma(1 / alpha) - torch.lgamma(3 / alpha)))
+    beta_l, beta_r = left_std * const, right_std * const
+    mean = (beta_r - beta_l) * torch.exp(torch.lgamma(2 / alpha) - torch.lgamma(1 / alpha))
+    if variance:
+        return alpha, mean, left_std**2, right_std**2
+    return alpha, mean, beta_l, beta_r
 
 
 def aggd_features(
     samples: torch.Tensor, solver: str = "grid", variance: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(alpha, mean, left, right)`` of the AGGD fitted to each row of ``samples`` ``(N, M)``.
-
-    ``left``/``right`` are the AGGD scales ``beta = std * sqrt(Gamma(1/alpha) / Gamma(3/alpha))`` (NIQE) or, with
-    ``variance=True``, the squared spreads ``std^2`` (``brisque`` package). ``mean = (beta_r - beta_l) *
-    Gamma(2/alpha) / Gamma(1/alpha)`` (Mittal et al. 2012, Eq. 8) in both cases.
-    """
-    alpha, lstd, rstd = aggd_fit(samples, solver)
-    const = torch.exp(0.5 * (torch.lgamma(1 / alpha) - torch.lgamma(3 / alpha)))
-    beta_l, beta_r = lstd * const, rstd * const
-    mean = (beta_r - beta_l) * torch.exp(torch.lgamma(2 / alpha) - torch.lgamma(1 / alpha))
-    if variance:
-        return alpha, mean, lstd**2, rstd**2
-    return alpha, mean, beta_l, beta_r
+    """``(alpha, mean, left, right)`` of the AGGD fitted to each row of ``samples`` ``(N, M)`` (see
+    :func:`aggd_params`)."""
+    return aggd_params(*aggd_fit(samples, solver), variance=variance)
 
 
 # MATLAB imresize(x, 0.5, 'bicubic') with antialiasing: the cubic kernel (a = -0.5) stretched by 2, sampled at
