@@ -21,19 +21,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import bench_utils as bu
 import numpy as np
 import torch
-from bench_utils import (
-    DEFAULT_OUTPUT,
-    command_line,
-    fmt,
-    machine_info,
-    machine_lines,
-    markdown_table,
-    median,
-    time_call,
-    write_section,
-)
 from skimage import data as skdata
 from skimage.transform import resize
 
@@ -82,20 +72,21 @@ def run(size: int, rounds: int) -> tuple[list[list[str]], dict[str, float]]:
     times: dict[str, list[float]] = {k: [] for k in workloads}
     for r in range(rounds + 1):
         for key, call in workloads.items():
-            t = time_call(call)
+            t = bu.time_call(call)
             if r:  # round 0 is the warm-up
                 times[key].append(t)
-    ratios = {k: median([t / m for t, m in zip(v, times["matmul"], strict=True)]) for k, v in times.items()}
-    rows = [["matmul 512x512 @ 512x512 (reference)", "", fmt(median(times["matmul"]) * 1e3), "1", "", ""]]
+    ratios = {k: bu.median([t / m for t, m in zip(v, times["matmul"], strict=True)]) for k, v in times.items()}
+    rows = [["matmul 512x512 @ 512x512 (reference)", "", bu.fmt(bu.median(times["matmul"]) * 1e3), "1", "", ""]]
     ours = {}
     for name, metric in NR_IQA_METRICS.items():
-        t = median(times[name])
+        t = bu.median(times[name])
         ours[name] = t
         ref_label, ref_t = "", ""
         if name in refs:
             ref_label = refs[name][0]
-            ref_t = f"{fmt(median(times['ref:' + name]) * 1e3)} ms ({fmt(median(times['ref:' + name]) / t)}x ours)"
-        rows.append([f"`{name}`", metric.description, fmt(t * 1e3), fmt(ratios[name]), ref_label, ref_t])
+            t_ref = bu.median(times["ref:" + name])
+            ref_t = f"{bu.fmt(t_ref * 1e3)} ms ({bu.fmt(t_ref / t)}x ours)"
+        rows.append([f"`{name}`", metric.description, bu.fmt(t * 1e3), bu.fmt(ratios[name]), ref_label, ref_t])
     return rows, ours
 
 
@@ -104,14 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="128x128 image, 2 rounds (smoke test)")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 7, quick 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="markdown file to update")
+    parser.add_argument("--output", default=str(bu.DEFAULT_OUTPUT), help="markdown file to update")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    info = machine_info()
+    info = bu.machine_info()
     size = 128 if args.quick else 512
     rounds = args.rounds or (2 if args.quick else 7)
     rows, ours = run(size, rounds)
-    table = markdown_table(
+    table = bu.markdown_table(
         ["metric", "what", f"ms / image ({size}x{size})", "x matmul", "reference implementation", "reference time"],
         rows,
     )
@@ -119,9 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         [
             "## Classic NR-IQA metrics: time per image (CPU)",
             "",
-            f"`{command_line('nr_iqa_speed', args)}`",
+            f"`{bu.command_line('nr_iqa_speed', args)}`",
             "",
-            *machine_lines(info),
+            *bu.machine_lines(info),
             f"- Input: scikit-image `camera`, {size}x{size} gray, float32 tensor (1, H, W), values 0..255; "
             f"{rounds} timed round(s) after one warm-up, interleaved; medians. 'x matmul' is the median over rounds "
             "of (metric time) / (512x512 fp32 matmul time) in the same round.",
@@ -132,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
     )
     print(body)
-    write_section(Path(args.output), SECTION, body)
+    bu.write_section(Path(args.output), SECTION, body)
     slowest = max(ours, key=ours.get)
     print(f"\nslowest: {slowest} {ours[slowest] * 1e3:.1f} ms per {size}x{size} image")
     return 0
