@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import runpy
 import sys
@@ -259,28 +258,3 @@ def test_cli(tmp_path, capsys, monkeypatch):
         runpy.run_module("monai_iqad.data", run_name="__main__")
     assert stop.value.code == 0
     assert _tree_bytes(tmp_path / "d") == _tree_bytes(tmp_path / "e")
-
-
-def test_data_package_imports_no_higher_layer():
-    """``data/`` is the lowest layer (docs/architecture.md): none of its modules imports ``demo`` or ``transforms``
-    and above (``data/__main__.py``, an entry point that nothing imports, may forward to ``demo``)."""
-    root = Path(demo.__file__).parents[1] / "data"
-    higher = {"demo", "transforms", "networks", "losses", "metrics", "engines", "handlers", "label"}
-    offenders = []
-    for path in sorted(root.rglob("*.py")):
-        if path == root / "__main__.py":
-            continue
-        package = ["monai_iqad", "data", *path.relative_to(root).parent.parts]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                modules = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):  # resolve relative imports against the file's package
-                base = package[: len(package) - node.level + 1] if node.level else []
-                modules = [".".join([*base, *(node.module or "").split(".")]).rstrip(".")]
-            else:
-                continue
-            for module in modules:
-                parts = module.split(".")
-                if parts[0] == "monai_iqad" and len(parts) > 1 and parts[1] in higher:
-                    offenders.append(f"{path.relative_to(root)}: {module}")
-    assert not offenders
