@@ -7,6 +7,7 @@ Each test builds a tiny broken input and checks the message names the file / ite
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -113,6 +114,7 @@ def test_excepthook_prints_one_message_and_hint_unless_debug(capsys, monkeypatch
 def test_hook_is_only_installed_in_bundle_runs():
     assert not errors.is_bundle_run()  # pytest imported monai_iqad: nothing installed
     assert sys.excepthook is not errors.bundle_excepthook
+    assert logging.getLogRecordFactory() is not errors._project_record_factory
 
 
 def test_bundle_run_shows_the_project_error_alone(tmp_path):
@@ -149,6 +151,46 @@ def test_bundle_run_shows_the_project_error_alone(tmp_path):
     start = next(i for i, line in enumerate(lines) if line.startswith("monai_iqad error"))
     assert f"{images / 'bad.png'}: not a readable PNG/JPEG/BMP/TIFF image" in lines[start]
     assert lines[start + 1].startswith("hint: ")
+
+
+def test_bundle_training_on_nothing_fails_naming_split_and_domain(tmp_path):
+    """SAQM `target_only` training whose target items all have `mos: null` (MONAI used to skip the run, exit 0)."""
+    for name in ("s.png", "t.png"):
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / name)
+    datalist = {
+        "mos_range": {"source": [0, 9], "target": [1, 5]},
+        "training": [
+            {"image": "s.png", "mos": 4.0, "domain": "source"},
+            {"image": "t.png", "mos": None, "domain": "target"},
+        ],
+        "validation": [
+            {"image": "t.png", "mos": 3.0, "domain": "target"},
+            {"image": "t.png", "mos": 2.0, "domain": "target"},
+        ],
+    }
+    (tmp_path / "datalist.json").write_text(json.dumps(datalist))
+    env = {k: v for k, v in os.environ.items() if k != errors.DEBUG_ENV}
+    env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json"]
+    cmd += [
+        "--dataset_dir",
+        str(tmp_path),
+        "--output_dir",
+        str(tmp_path / "eval"),
+        "--ckpt_dir",
+        str(tmp_path / "models"),
+    ]
+    cmd += ["--width", "0.0625", "--num_workers", "0", "--max_epochs", "1"]
+    proc = subprocess.run(
+        cmd, cwd=REPO / "bundles" / "ultrasound_saqm_iqa", env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    message = next(line for line in proc.stderr.splitlines() if line.startswith("monai_iqad error"))
+    assert message == (
+        f"monai_iqad error (EmptyDatalistError): {tmp_path / 'datalist.json'} ['training']: nothing to train on: the "
+        "'training' split has no labelled item of domain 'target' (1 item(s), all with mos null)"
+    )
+    assert not (tmp_path / "models" / "model.pt").exists()
 
 
 # ------------------------------------------------------------------------------------------ images

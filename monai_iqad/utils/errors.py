@@ -17,7 +17,8 @@ finds the project's exception in that chain and prints it alone::
 
 The process still exits with status 1. Errors that are not the project's keep MONAI's and Python's behaviour (the
 full traceback), and ``MONAI_IQAD_DEBUG=1`` restores the full traceback for the project's errors too. The same chain
-search shortens Ignite's ``Engine run is terminating due to exception: ...`` log line. Nothing is installed in any
+search shortens Ignite's ``Engine run is terminating due to exception: ...`` log line and MONAI's ``StatsHandler``
+``Exception: ...`` record (which otherwise logs the whole traceback). Nothing is installed in any
 other process (a Python session, pytest, the MONAI Label server): importing the package has no side effect there.
 """
 
@@ -194,20 +195,32 @@ def bundle_excepthook(exc_type: type[BaseException], exc: BaseException, tb: Tra
     sys.stderr.flush()
 
 
-class _ShortenEngineErrors(logging.Filter):
-    """Replace Ignite's ``... terminating due to exception: <wrapper text>`` record by the project's message when
-    the exception being handled is one of the project's (the record is logged inside Ignite's ``except`` block)."""
+def _shorten_error_record(record: logging.LogRecord) -> logging.LogRecord:
+    """Shorten an error record that Ignite or MONAI logs while one of the project's errors propagates.
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR and not _debug():
-            msg = str(record.msg)
-            if "due to exception" in msg:
-                error = find_project_error(sys.exc_info()[1])
-                if error is not None:
-                    record.msg = f"{msg.split(':', 1)[0]}: {type(error).__name__}: {error}"
-                    record.args = ()
-                    record.exc_info = None
-        return True
+    Ignite logs ``... terminating due to exception: <wrapper text>`` inside its ``except`` block, and MONAI's
+    ``StatsHandler`` logs ``Exception: ...`` with the full traceback (``logger.exception``, on its own handler). When
+    the exception being handled holds one of the project's errors, the record keeps its first words and gets the
+    project's message, without the traceback (the excepthook prints the message and its hint once more at exit).
+    """
+    if record.levelno < logging.ERROR or _debug():
+        return record
+    exc = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
+    error = find_project_error(exc) if exc is not None else None
+    if error is not None:
+        head = str(record.msg).split(":", 1)[0]
+        record.msg = f"{head}: {type(error).__name__}: {error}"
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
+    return record
+
+
+_record_factory: Callable[..., logging.LogRecord] | None = None
+
+
+def _project_record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    return _shorten_error_record((_record_factory or logging.LogRecord)(*args, **kwargs))
 
 
 def is_bundle_run() -> bool:
@@ -221,18 +234,14 @@ def is_bundle_run() -> bool:
 
 
 def install_excepthook() -> None:
-    """Install :func:`bundle_excepthook` (idempotent) and the Ignite log filter, in any process (e.g. a CLI)."""
-    global _previous_hook
+    """Install :func:`bundle_excepthook` and the log-record shortening (idempotent), in any process (e.g. a CLI)."""
+    global _previous_hook, _record_factory
     if sys.excepthook is not bundle_excepthook:
         _previous_hook = sys.excepthook
         sys.excepthook = bundle_excepthook
-    log_filter = next((f for f in logging.getLogger().filters if isinstance(f, _ShortenEngineErrors)), None)
-    if log_filter is None:
-        log_filter = _ShortenEngineErrors()
-        logging.getLogger().addFilter(log_filter)
-    for handler in logging.getLogger().handlers:  # records of child loggers reach the root's handlers, not its filters
-        if log_filter not in handler.filters:
-            handler.addFilter(log_filter)
+    if logging.getLogRecordFactory() is not _project_record_factory:  # every logger, whatever its handlers
+        _record_factory = logging.getLogRecordFactory()
+        logging.setLogRecordFactory(_project_record_factory)
 
 
 def install_bundle_excepthook() -> bool:
