@@ -11,8 +11,7 @@ from ignite.engine import Events
 from monai.engines import IterationEvents
 from torch.utils.data import DataLoader, Sampler
 
-from monai_iqad.engines import DomainAdaptationTrainer
-from monai_iqad.engines.domain_adaptation import prepare_iqa_batch
+from monai_iqad.engines import DomainAdaptationTrainer, PrepareIQABatch
 from monai_iqad.networks import SAQM, DomainClassifier, dann_lambda
 
 WIDTH = 1 / 16
@@ -246,7 +245,7 @@ def _recording_prepare(record):
     def prepare(batch, device=None, non_blocking=False, **kwargs):
         if "idx" in batch:
             record.append(batch["idx"].tolist())
-        return prepare_iqa_batch(batch, device, non_blocking, **kwargs)
+        return PrepareIQABatch()(batch, device, non_blocking, **kwargs)
 
     return prepare
 
@@ -320,3 +319,18 @@ def test_outputs_feed_monai_handlers_and_ignite_correlation_metrics():
     trainer.run()
     assert -1.0 <= trainer.state.metrics["plcc"] <= 1.0
     assert trainer.state.output[0]["label"].shape == trainer.state.output[0]["pred"].shape == (1,)
+
+
+def test_bfloat16_autocast_on_cpu():
+    """``amp_dtype="bfloat16"``: the adversarial step runs under CPU autocast and stays close to float32."""
+    results = {}
+    for amp_dtype in (None, "bfloat16"):
+        net, head = _models()
+        trainer = _trainer("unsupervised", _source_batches(2), [_target_batch()], net, head, amp_dtype=amp_dtype)
+        trainer.run()
+        out = _first(trainer.state.output)
+        assert torch.isfinite(torch.as_tensor(out["loss"])) and torch.isfinite(torch.as_tensor(out["loss_dom"]))
+        results[amp_dtype] = (trainer.amp, float(out["loss_reg"]))
+    assert results[None][0] is False and results["bfloat16"][0] is True
+    assert results["bfloat16"][1] != results[None][1]  # autocast changed the arithmetic ...
+    assert results["bfloat16"][1] == pytest.approx(results[None][1], abs=0.05)  # ... not the result

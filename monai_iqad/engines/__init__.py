@@ -6,6 +6,6 @@ from .domain_adaptation import DomainAdaptationTrainer
 from .evaluator import MultiOutputEvaluator
 from .meta_auxiliary import MetaAuxiliaryTrainer
 from .multitask import MultiTaskTrainer, VanillaTrainer
-from .prepare_batch import PrepareIQADBatch
+from .prepare_batch import PrepareIQABatch, PrepareIQADBatch
 from .step import training_step
 from .utils import finite_metric_cmp

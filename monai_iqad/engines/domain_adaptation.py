@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -21,6 +19,8 @@ from monai.utils.enums import CommonKeys as Keys
 from torch.optim.optimizer import Optimizer
 from torch.utils.data import DataLoader
 
+from monai_iqad.engines.prepare_batch import PrepareIQABatch
+from monai_iqad.engines.step import amp_settings, training_step
 from monai_iqad.networks.blocks.gradient_reversal import GradientReversal, dann_lambda
 
 if TYPE_CHECKING:
@@ -32,70 +32,12 @@ else:
     EventEnum, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "EventEnum")
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["DomainAdaptationTrainer", "prepare_iqa_batch", "DA_MODES"]
+__all__ = ["DomainAdaptationTrainer", "DA_MODES"]
 
 #: Training configurations of Tliba et al. (Table 2): 1 = target_only, 2 = source_only, 3 = unsupervised DA,
 #: 4 = semi-supervised DA.
 DA_MODES: tuple[str, ...] = ("target_only", "source_only", "unsupervised", "semi_supervised")
 _ADVERSARIAL_MODES = ("unsupervised", "semi_supervised")
-
-
-def _as_float_vector(value: Any, name: str, batch_size: int, device: torch.device | str | None) -> torch.Tensor:
-    if isinstance(value, MetaTensor):
-        value = value.as_tensor()
-    if isinstance(value, (list, tuple)):
-        value = [float("nan") if v is None else v for v in value]
-    tensor = torch.as_tensor(value, dtype=torch.float32).reshape(-1)
-    if tensor.numel() != batch_size:
-        raise ValueError(f"'{name}' must hold one value per image ({batch_size}), got shape {tuple(tensor.shape)}.")
-    return tensor.to(device)
-
-
-def prepare_iqa_batch(
-    batchdata: Mapping[str, Any],
-    device: torch.device | str | None = None,
-    non_blocking: bool = False,
-    image_key: str = "image",
-    mos_key: str = "mos",
-    labelled_key: str = "labelled",
-    **kwargs: Any,
-) -> dict[str, torch.Tensor | None]:
-    """
-    Move an IQA batch to ``device`` and put it in the trainer's format.
-
-    Args:
-        batchdata: a collated dict batch with ``image_key`` (B, C, H, W), and optionally ``mos_key`` (B,) MOS already
-            normalised to [0, 1] (NaN/None for unlabelled images) and ``labelled_key`` (B,) 1/0 flags.
-        device: target device.
-        non_blocking: passed to ``Tensor.to``.
-        image_key: key of the images. Defaults to "image".
-        mos_key: key of the normalised MOS. Defaults to "mos".
-        labelled_key: key of the labelled flags. Defaults to "labelled".
-        kwargs: other ``Tensor.to`` arguments for the images (the trainer's ``to_kwargs``).
-
-    Returns:
-        ``{"image": (B, C, H, W) plain tensor, "mos": (B,) float32 or None, "labelled": (B,) bool or None}``.
-
-    Raises:
-        TypeError: When ``batchdata`` is not a mapping.
-        ValueError: When the image key is missing, or ``mos``/``labelled`` do not have one value per image.
-    """
-    if not isinstance(batchdata, Mapping):
-        raise TypeError(f"DomainAdaptationTrainer expects dict batches, got {type(batchdata).__name__}.")
-    if image_key not in batchdata:
-        raise ValueError(f"batch has no '{image_key}' key; keys are {sorted(batchdata)}.")
-    image = batchdata[image_key]
-    if isinstance(image, MetaTensor):
-        image = image.as_tensor()
-    image = torch.as_tensor(image).to(device=device, non_blocking=non_blocking, **kwargs)
-    batch_size = int(image.shape[0])
-    mos = batchdata.get(mos_key)
-    labelled = batchdata.get(labelled_key)
-    return {
-        "image": image,
-        "mos": None if mos is None else _as_float_vector(mos, mos_key, batch_size, device),
-        "labelled": None if labelled is None else _as_float_vector(labelled, labelled_key, batch_size, device) > 0,
-    }
 
 
 def _find_gamma(network: nn.Module) -> torch.Tensor | None:
@@ -116,7 +58,8 @@ class DomainAdaptationTrainer(SupervisedTrainer):
     https://arxiv.org/abs/2210.10533" (sec. 2.2-2.3, Table 2), with the adversarial scheme and the λ schedule of
     "Ganin et al., Domain-Adversarial Training of Neural Networks, JMLR 17(59), 2016".
 
-    Only ``_iteration`` is overridden; metrics, checkpoints, logging and LR schedules are handlers as usual.
+    Only ``_iteration`` is overridden (the optimisation step is :func:`~monai_iqad.engines.training_step`); metrics,
+    checkpoints, logging and LR schedules are handlers as usual. The method and its options: ``docs/saqm.md``.
 
     Modes (the four configurations of the paper's Table 2):
 
@@ -163,7 +106,7 @@ class DomainAdaptationTrainer(SupervisedTrainer):
             The ``inferer`` is called as ``inferer(x, network, patch_level=True, ...)``.
         loss_function: the regression loss; same slot as ``regression_loss`` (give at most one).
         prepare_batch: ``callable(batch, device, non_blocking, **to_kwargs) -> {"image", "mos", "labelled"}``.
-            Defaults to :func:`prepare_iqa_batch` with ``image_key``, ``mos_key`` and ``labelled_key``.
+            Defaults to :class:`~monai_iqad.engines.PrepareIQABatch` (keys ``image``, ``mos``, ``labelled``).
         domain_classifier: domain head, e.g. :class:`monai_iqad.networks.DomainClassifier`, mapping (N, C) patch
             features to (N, 1) logits and containing a :class:`GradientReversal`. Required in the adversarial
             modes; unused (may be None) otherwise.
@@ -173,9 +116,8 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         grl_gamma: γ of the DANN schedule. Defaults to 10.
         grl_max: the value λ tends to at the end of training. Defaults to 1.
         regression_loss: ``callable(logits (M,), targets (M,)) -> loss``. Defaults to ``nn.BCEWithLogitsLoss()``.
-        mos_key: key of the normalised MOS in batches. Defaults to "mos".
-        labelled_key: key of the labelled flags in target batches. Defaults to "labelled".
-        image_key: key of the images. Defaults to "image".
+        amp_dtype: ``"bfloat16"``/``"float16"``: autocast on any device with that dtype (None: MONAI's ``amp``,
+            CUDA only). Defaults to None.
         ranking_loss: optional ``callable(scores (B,), groups (B,), levels (B,)) -> loss`` added to the loss with
             weight ``ranking_weight``, e.g. :class:`monai_iqad.losses.PairwiseRankingLoss` on within-ladder pairs;
             ``scores`` are the image-level logits (mean patch logit) of the ``train_data_loader`` batch, ``groups``
@@ -227,9 +169,7 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         grl_gamma: float = 10.0,
         grl_max: float = 1.0,
         regression_loss: Callable | None = None,
-        mos_key: str = "mos",
-        labelled_key: str = "labelled",
-        image_key: str = "image",
+        amp_dtype: str | torch.dtype | None = None,
         ranking_loss: Callable | None = None,
         ranking_weight: float = 1.0,
         ladder_key: str = "ladder",
@@ -263,10 +203,11 @@ class DomainAdaptationTrainer(SupervisedTrainer):
                 )
         elif target_data_loader is not None:
             warnings.warn(f"mode={mode!r} does not use target_data_loader; it is ignored.", stacklevel=2)
-        if amp and torch.device(device).type != "cuda":
+        amp, amp_kwargs = amp_settings(amp, amp_kwargs, amp_dtype)
+        if amp and amp_dtype is None and torch.device(device).type != "cuda":
             warnings.warn(f"amp=True has no effect on device {device!r}: AMP is only used on CUDA.", stacklevel=2)
         if prepare_batch is None:
-            prepare_batch = partial(prepare_iqa_batch, image_key=image_key, mos_key=mos_key, labelled_key=labelled_key)
+            prepare_batch = PrepareIQABatch()
         reg_loss = regression_loss if regression_loss is not None else loss_function
         if reg_loss is None:
             reg_loss = nn.BCEWithLogitsLoss()
@@ -313,9 +254,7 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         self.grl_max = float(grl_max)
         self.regression_loss = reg_loss
         self.domain_loss = nn.BCEWithLogitsLoss()
-        self.mos_key = mos_key
-        self.labelled_key = labelled_key
-        self.image_key = image_key
+        self.mos_key, self.labelled_key = PrepareIQABatch.mos_key, PrepareIQABatch.labelled_key  # for the messages
         self._grls = grls
         self.ranking_loss = ranking_loss
         self.ranking_weight = float(ranking_weight)
@@ -426,6 +365,7 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         engine.state.output = {Keys.IMAGE: x_s, Keys.LABEL: mos_s[:, None]}  # (B, 1) like pred
 
         acc = engine.accumulation_steps
+        should_zero_grad = should_step = True
         if acc > 1:
             epoch_length = engine.state.epoch_length
             local_iter = engine.state.iteration - 1
@@ -435,41 +375,19 @@ class DomainAdaptationTrainer(SupervisedTrainer):
             else:
                 should_step = (local_iter + 1) % acc == 0
             should_zero_grad = local_iter % acc == 0
-        else:
-            should_zero_grad = should_step = True
 
         engine.network.train()
         if self.domain_classifier is not None:
             self.domain_classifier.train()
-        if should_zero_grad:
-            engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-
-        use_amp = engine.amp and torch.device(device).type == "cuda"
-        autocast = torch.autocast("cuda", **engine.amp_kwargs) if use_amp else contextlib.nullcontext()
-        with autocast:
-            self._compute_pred_loss(engine, x_s, mos_s, target, grl_lambda)
-
-        loss = engine.state.output[Keys.LOSS]
-        if not bool(torch.isfinite(loss.detach()).all()):
-            out = engine.state.output
-            raise FloatingPointError(
-                f"non-finite training loss {float(loss.detach()):.6g} (loss_reg={float(out['loss_reg']):.6g}, "
-                f"loss_dom={float(out['loss_dom']):.6g}) at epoch {engine.state.epoch}, "
-                f"iteration {engine.state.iteration}."
-            )
-        scaled = loss / acc if acc > 1 else loss
-        if use_amp and engine.scaler is not None:
-            engine.scaler.scale(scaled).backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            if should_step:
-                engine.scaler.step(engine.optimizer)
-                engine.scaler.update()
-        else:
-            scaled.backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            if should_step:
-                engine.optimizer.step()
-        engine.state.output[Keys.LOSS] = loss.detach()
+        terms = training_step(
+            engine,
+            lambda: self._compute_pred_loss(engine, x_s, mos_s, target, grl_lambda),
+            name="training loss",
+            zero_grad=should_zero_grad,
+            step=should_step,
+            accumulation_steps=acc,
+        )
+        engine.state.output.update(terms)
         if self._gamma is not None:  # the attention gate after this step
             engine.state.output["gamma"] = self._gamma.detach().reshape(()).clone()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
@@ -482,7 +400,8 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         mos_s: torch.Tensor,
         target: Mapping[str, torch.Tensor | None] | None,
         grl_lambda: float,
-    ) -> None:
+    ) -> dict[str, torch.Tensor]:
+        """Forward of the source (and target) batch; returns ``{"loss", "loss_reg", "loss_dom"[, "loss_rank"]}``."""
         output = engine.state.output
         n_source = x_s.shape[0]
         feats_s = feats_t = logits_t = None
@@ -540,9 +459,9 @@ class DomainAdaptationTrainer(SupervisedTrainer):
             domain_acc = torch.full((), float("nan"), device=loss_reg.device)
             loss = loss_reg_total
 
-        output[Keys.LOSS] = loss
-        output["loss_reg"] = loss_reg.detach()
-        output["loss_dom"] = loss_dom.detach()
         output["grl_lambda"] = grl_lambda
         output["domain_acc"] = domain_acc
-        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        terms = {Keys.LOSS: loss, "loss_reg": loss_reg, "loss_dom": loss_dom}
+        if "loss_rank" in output:
+            terms["loss_rank"] = output["loss_rank"]
+        return terms

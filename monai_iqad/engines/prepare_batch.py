@@ -9,7 +9,7 @@ import torch
 from monai.data import MetaTensor
 from monai.engines.utils import PrepareBatch
 
-__all__ = ["PrepareIQADBatch"]
+__all__ = ["PrepareIQADBatch", "PrepareIQABatch"]
 
 
 def _plain(value: Any) -> torch.Tensor:
@@ -67,3 +67,57 @@ class PrepareIQADBatch(PrepareBatch):
         image = _plain(batchdata[self.image_key]).to(device=device, non_blocking=non_blocking, **kwargs)
         quality = _label(batchdata[self.quality_key]) if read_quality else None
         return image, _label(batchdata[self.diagnosis_key]), quality
+
+
+def _float_vector(value: Any, name: str, batch_size: int, device: str | torch.device | None) -> torch.Tensor:
+    """``(B,)`` float32 on ``device``; ``None`` entries become NaN."""
+    if isinstance(value, (list, tuple)):
+        value = [float("nan") if v is None else v for v in value]
+    tensor = _plain(value).to(torch.float32).reshape(-1)
+    if tensor.numel() != batch_size:
+        raise ValueError(f"'{name}' must hold one value per image ({batch_size}), got shape {tuple(tensor.shape)}.")
+    return tensor.to(device)
+
+
+class PrepareIQABatch(PrepareBatch):
+    """
+    Move an IQA batch dict ``{"image": (B, C, H, W)[, "mos": (B,)][, "labelled": (B,)]}`` to the device, in the
+    format of :class:`~monai_iqad.engines.DomainAdaptationTrainer`: the MOS is already normalised to [0, 1] (NaN or
+    None for unlabelled images), ``labelled`` holds 1/0 flags.
+
+    Returns (when called):
+        ``{"image": (B, C, H, W) plain tensor, "mos": (B,) float32 or None, "labelled": (B,) bool or None}``.
+
+    Raises (when called):
+        TypeError: When ``batchdata`` is not a mapping.
+        ValueError: When the image is missing, or ``mos``/``labelled`` do not have one value per image.
+    """
+
+    image_key, mos_key, labelled_key = "image", "mos", "labelled"
+
+    def __call__(
+        self,
+        batchdata: Mapping[str, Any],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> dict[str, torch.Tensor | None]:
+        """
+        Args:
+            batchdata: the collated batch.
+            device: target device.
+            non_blocking: asynchronous host-to-device copy.
+            kwargs: other ``Tensor.to`` arguments for the image (the trainer's ``to_kwargs``).
+        """
+        if not isinstance(batchdata, Mapping):
+            raise TypeError(f"DomainAdaptationTrainer expects dict batches, got {type(batchdata).__name__}.")
+        if self.image_key not in batchdata:
+            raise ValueError(f"batch has no '{self.image_key}' key; keys are {sorted(batchdata)}.")
+        image = _plain(batchdata[self.image_key]).to(device=device, non_blocking=non_blocking, **kwargs)
+        batch_size = int(image.shape[0])
+        mos, flags = batchdata.get(self.mos_key), batchdata.get(self.labelled_key)
+        return {
+            "image": image,
+            "mos": None if mos is None else _float_vector(mos, self.mos_key, batch_size, device),
+            "labelled": None if flags is None else _float_vector(flags, self.labelled_key, batch_size, device) > 0,
+        }
