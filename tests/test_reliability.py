@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from reliability_testing import run_bundle_cli, tiny_saqm_run_args
 
 from monai_iqad.data import load_datalist, read_image
 from monai_iqad.data.datalist import (
@@ -30,8 +30,6 @@ from monai_iqad.data.image_io import ImageReadError
 from monai_iqad.utils import errors
 from monai_iqad.utils.errors import EmptyDataError, FileWriteError, MonaiIqadError
 from monai_iqad.utils.io import atomic_write, atomic_write_text, remove_stale_temporaries
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _png(path: Path, value: int = 100) -> Path:
@@ -122,29 +120,15 @@ def test_bundle_run_shows_the_project_error_alone(tmp_path):
     images = tmp_path / "imgs"
     images.mkdir()
     (images / "bad.png").write_text("not an image")
-    env = {k: v for k, v in os.environ.items() if k != errors.DEBUG_ENV}
-    env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
+    args = [
         "--config_file",
         "configs/inference.json",
         "--input_dir",
         str(images),
         "--output_dir",
         str(tmp_path / "eval"),
-        "--load_pretrain",
-        "false",
-        "--num_workers",
-        "0",
-        "--on_error",
-        "stop",
     ]
-    proc = subprocess.run(
-        cmd, cwd=REPO / "bundles" / "ultrasound_saqm_iqa", env=env, capture_output=True, text=True, timeout=300
-    )
+    proc = run_bundle_cli("ultrasound_saqm_iqa", [*args, "--load_pretrain", "false", "--on_error", "stop"])
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -155,35 +139,7 @@ def test_bundle_run_shows_the_project_error_alone(tmp_path):
 
 def test_bundle_training_on_nothing_fails_naming_split_and_domain(tmp_path):
     """SAQM `target_only` training whose target items all have `mos: null` (MONAI used to skip the run, exit 0)."""
-    for name in ("s.png", "t.png"):
-        Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / name)
-    datalist = {
-        "mos_range": {"source": [0, 9], "target": [1, 5]},
-        "training": [
-            {"image": "s.png", "mos": 4.0, "domain": "source"},
-            {"image": "t.png", "mos": None, "domain": "target"},
-        ],
-        "validation": [
-            {"image": "t.png", "mos": 3.0, "domain": "target"},
-            {"image": "t.png", "mos": 2.0, "domain": "target"},
-        ],
-    }
-    (tmp_path / "datalist.json").write_text(json.dumps(datalist))
-    env = {k: v for k, v in os.environ.items() if k != errors.DEBUG_ENV}
-    env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json"]
-    cmd += [
-        "--dataset_dir",
-        str(tmp_path),
-        "--output_dir",
-        str(tmp_path / "eval"),
-        "--ckpt_dir",
-        str(tmp_path / "models"),
-    ]
-    cmd += ["--width", "0.0625", "--num_workers", "0", "--max_epochs", "1"]
-    proc = subprocess.run(
-        cmd, cwd=REPO / "bundles" / "ultrasound_saqm_iqa", env=env, capture_output=True, text=True, timeout=300
-    )
+    proc = run_bundle_cli("ultrasound_saqm_iqa", tiny_saqm_run_args(tmp_path, target_train_mos=None))
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     message = next(line for line in proc.stderr.splitlines() if line.startswith("monai_iqad error"))
     assert message == (

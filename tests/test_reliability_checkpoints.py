@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import zipfile
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine, Events
-from PIL import Image
+from reliability_testing import run_bundle_cli, tiny_saqm_run_args
 
 from monai_iqad.handlers import BestModelSaver, ResumeCheckpointLoader, TrainedModelLoader, TrainingCheckpointSaver
 from monai_iqad.handlers.checkpoint_loader import check_checkpoint_file
-from monai_iqad.utils.errors import DEBUG_ENV, CheckpointError, CheckpointNotFoundError
-
-REPO = Path(__file__).resolve().parents[1]
+from monai_iqad.utils.errors import CheckpointError, CheckpointNotFoundError
 
 
 class Custom:
@@ -139,29 +132,10 @@ def test_savers_remove_stale_temporaries_when_a_run_starts(tmp_path):
 def test_bundle_resume_from_a_text_checkpoint(tmp_path):
     """`python -m monai.bundle run ... --resume true` with a text `checkpoint.pt`: one message, no traceback (neither
     from the excepthook nor from the logs of Ignite and MONAI's StatsHandler), exit status 1."""
-    rng = np.random.default_rng(0)
-    for name in ("s.png", "t.png"):
-        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / name)
-    items = [{"image": "s.png", "mos": 4.0, "domain": "source"}, {"image": "t.png", "mos": 3.0, "domain": "target"}]
-    datalist = {"mos_range": {"source": [0, 9], "target": [1, 5]}, "training": items, "validation": items[1:] * 2}
-    (tmp_path / "datalist.json").write_text(json.dumps(datalist))
+    args = tiny_saqm_run_args(tmp_path, target_train_mos=3.0)
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "checkpoint.pt").write_text("oops\n")
-    env = {k: v for k, v in os.environ.items() if k != DEBUG_ENV}
-    env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json", "--resume", "true"]
-    cmd += [
-        "--dataset_dir",
-        str(tmp_path),
-        "--output_dir",
-        str(tmp_path / "eval"),
-        "--ckpt_dir",
-        str(tmp_path / "models"),
-    ]
-    cmd += ["--width", "0.0625", "--num_workers", "0", "--max_epochs", "2"]
-    proc = subprocess.run(
-        cmd, cwd=REPO / "bundles" / "ultrasound_saqm_iqa", env=env, capture_output=True, text=True, timeout=300
-    )
+    proc = run_bundle_cli("ultrasound_saqm_iqa", [*args, "--resume", "true"])
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
     path = tmp_path / "models" / "checkpoint.pt"

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import csv
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from reliability_testing import run_bundle_cli
 
 from monai_iqad.data import list_images, screen_images
 from monai_iqad.data.image_io import ImageReadError
 from monai_iqad.utils.errors import EmptyDataError
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _folder(tmp_path: Path) -> Path:
@@ -77,12 +74,9 @@ def test_bundle_folder_inference_skips_bad_files_and_records_them(tmp_path):
     """`python -m monai.bundle run` of the SAQM inference: scores for the readable files, error rows for the others."""
     folder = _folder(tmp_path)
     out = tmp_path / "eval"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json"]
-    cmd += ["--input_dir", str(folder), "--output_dir", str(out), "--load_pretrain", "false", "--num_workers", "0"]
-    cmd += ["--width", "0.0625"]
-    proc = subprocess.run(
-        cmd, cwd=REPO / "bundles" / "ultrasound_saqm_iqa", env=env, capture_output=True, text=True, timeout=300
+    args = ["--config_file", "configs/inference.json", "--input_dir", str(folder), "--output_dir", str(out)]
+    proc = run_bundle_cli(
+        "ultrasound_saqm_iqa", [*args, "--load_pretrain", "false", "--num_workers", "0", "--width", "0.0625"]
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     scores = _rows(out / "scores.csv")
