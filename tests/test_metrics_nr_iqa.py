@@ -177,7 +177,20 @@ def test_bad_input_errors():
         brisque(np.full((1, 32, 32), np.nan))
     with pytest.raises(ValueError, match="shape"):
         blur_effect(np.zeros((1, 1, 1, 8, 8)))
+    with pytest.raises(ValueError, match="real-valued"):
+        piqe(np.zeros((1, 32, 32), dtype=bool))
     assert piqe(np.zeros((1, 40, 40))) == 100.0  # uniform image: MATLAB's documented score
+
+
+def test_metatensor_and_read_only_input():
+    from monai.data import MetaTensor
+
+    img = skdata.camera()[:128, :128][None]
+    frozen = img.copy()
+    frozen.setflags(write=False)
+    out = laplacian_variance(MetaTensor(torch.from_numpy(img.astype(np.float32))[None]))
+    assert type(out) is torch.Tensor and out.shape == (1,)
+    assert float(out[0]) == pytest.approx(laplacian_variance(frozen), rel=1e-6)
 
 
 def _pyiqa_wheel() -> Path:

@@ -55,7 +55,13 @@ def as_batch(image: Any, name: str = "image") -> tuple[torch.Tensor, bool]:
     Raises:
         ValueError: wrong number of dimensions, channel count other than 1 or 3, or non-finite values.
     """
-    x = image.detach().cpu() if isinstance(image, torch.Tensor) else torch.from_numpy(np.asarray(image))
+    if isinstance(image, torch.Tensor):
+        x = image.detach().cpu().as_subclass(torch.Tensor)  # a MetaTensor becomes a plain tensor (no meta tracking)
+    else:
+        arr = np.asarray(image)
+        if arr.dtype == np.bool_ or np.iscomplexobj(arr) or not np.issubdtype(arr.dtype, np.number):
+            raise ValueError(f"{name}: expected a real-valued image, got dtype {arr.dtype}")
+        x = torch.from_numpy(np.array(arr, dtype=np.float64))  # a copy: read-only arrays are fine
     if x.dtype == torch.bool or x.is_complex():
         raise ValueError(f"{name}: expected a real-valued image, got dtype {x.dtype}")
     x = x.to(torch.float64)
