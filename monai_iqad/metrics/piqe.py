@@ -35,9 +35,10 @@ def piqe(image: Any, data_range: float = 255.0) -> torch.Tensor | float:
 
     Args:
         image: ``(C, H, W)`` or ``(B, C, H, W)`` tensor or array, ``C`` = 1 or 3 (RGB). RGB is reduced to BT.601 luma
-            (MATLAB ``rgb2gray``). The score does not depend on the intensity scale (each image is rescaled by its
-            maximum), so ``data_range`` only matters through the luma rounding of 8-bit RGB data, which is not done.
-        data_range: the value of white; kept for a uniform signature with the other metrics.
+            (MATLAB ``rgb2gray``; MATLAB rounds it for 8-bit input, we do not: on the TID2013 calibration images the
+            scores still agree with MATLAB's to 5e-4).
+        data_range: the value of white. The score does not depend on the intensity scale (each image is rescaled
+            by its maximum); the argument keeps the signature of the other metrics.
 
     Returns:
         ``(B,)`` float32 tensor, or a Python float for a single ``(C, H, W)``/``(H, W)`` image.
