@@ -176,6 +176,9 @@ def test_symlink_loop_and_broken_link_are_named_as_such(tmp_path):
         read_image(broken)
     with pytest.raises(ImageReadError, match="missing.png: image file not found"):
         read_image(tmp_path / "missing.png")
+    (tmp_path / "dl.json").write_text(json.dumps({"test": [{"image": "loop.png"}]}))
+    with pytest.raises(DatalistError, match=r"dl.json \['test'\] item 0 \(image 'loop.png'\): symbolic link loop"):
+        load_datalist(tmp_path / "dl.json", "test", require_mos=False)
 
 
 def test_folder_listing_counts_and_lists_skipped_files(tmp_path, caplog):
