@@ -81,6 +81,11 @@ def test_find_project_error_reads_dataloader_worker_text():
     assert isinstance(found, ImageReadError)
     assert str(found) == "/data/y.png: 3 non-finite pixel value(s)"
     assert found.hint == ImageReadError.hint
+    text = (
+        "Original Traceback (most recent call last):\nmonai_iqad.utils.errors.FileWriteError: /m/model.pt: cannot write"
+    )
+    found = errors.find_project_error(RuntimeError(text))
+    assert isinstance(found, FileWriteError) and str(found) == "/m/model.pt: cannot write"
 
 
 def test_excepthook_prints_one_message_and_hint_unless_debug(capsys, monkeypatch):

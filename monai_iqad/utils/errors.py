@@ -142,9 +142,10 @@ def _from_text(text: str) -> MonaiIqadError | None:
     if found is None:
         return None
     cls, message = found
-    error = MonaiIqadError.__new__(cls)
-    MonaiIqadError.__init__(error, message)
-    return error
+    try:
+        return cls(message)
+    except Exception:  # a subclass with another signature: keep the message under the base class
+        return MonaiIqadError(message)
 
 
 def find_project_error(exc: BaseException | None) -> MonaiIqadError | None:
