@@ -44,6 +44,7 @@ from monai_iqad.label.safety import (
 )
 from monai_iqad.label.settings import check_bool
 from monai_iqad.networks import SAQM
+from monai_iqad.transforms import SplitHeadsd
 from monai_iqad.utils.config import as_bool
 
 REPO = Path(__file__).resolve().parents[1]
@@ -224,24 +225,22 @@ def test_quality_result():
 
 
 def test_diagnosis_result_and_names():
-    probs = torch.tensor([0.1, 0.7, 0.2, 0.6, 0.4])
-    out = diagnosis_result(probs, 3, ["a", "b", "c"], ["bad", "good"], "m")
+    # the heads as the bundle's postprocessing names them (SplitHeadsd over MKCNetInference's packed probabilities)
+    split = SplitHeadsd("pred", {"diagnosis": 3, "quality": 2})({"pred": torch.tensor([0.1, 0.7, 0.2, 0.6, 0.4])})
+    heads = {"diagnosis": split["diagnosis_pred"], "quality": split["quality_pred"]}
+    out = diagnosis_result(heads, ["a", "b", "c"], ["bad", "good"], "m")
     assert out["diagnosis"] == {"label": "b", "index": 1, "probabilities": {"a": 0.1, "b": 0.7, "c": 0.2}}
     assert out["quality"] == {"grade": "bad", "index": 0, "probabilities": {"bad": 0.6, "good": 0.4}}
     assert out["model"] == "m"
     assert sum(out["diagnosis"]["probabilities"].values()) == pytest.approx(1.0)
     # missing and duplicate names stay distinct keys
-    out = diagnosis_result(probs, 3, ["a", "a"], None, "m")
+    out = diagnosis_result(heads, ["a", "a"], None, "m")
     assert list(out["diagnosis"]["probabilities"]) == ["a (0)", "a (1)", "diagnosis 2"]
     assert list(out["quality"]["probabilities"]) == ["quality 0", "quality 1"]
-    with pytest.raises(ValueError):
-        diagnosis_result(probs, 5, None, None, "m")
-    # named heads give the same reply as the flat MKCNetInference vector
-    heads = {"diagnosis": probs[:3], "quality": probs[3:]}
-    names = (["a", "b", "c"], None, "m")
-    assert diagnosis_result(heads, 3, *names) == diagnosis_result(probs, 3, *names)
-    with pytest.raises(ValueError, match="expected 2 diagnosis"):
-        diagnosis_result(heads, 2, None, None, "m")
+    with pytest.raises(ValueError, match="quality"):
+        diagnosis_result({"diagnosis": heads["diagnosis"]}, None, None, "m")
+    with pytest.raises(ValueError, match="non-finite"):
+        diagnosis_result({**heads, "quality": torch.tensor([float("nan"), 1.0])}, None, None, "m")
 
 
 @pytest.mark.parametrize(
@@ -250,7 +249,7 @@ def test_diagnosis_result_and_names():
 )
 def test_triage_result_gate(score, threshold, gated):
     q = quality_result(score, "us")
-    d = diagnosis_result([0.2, 0.8, 0.5, 0.5], 2, ["n", "p"], ["lo", "hi"], "mk")
+    d = diagnosis_result({"diagnosis": [0.2, 0.8], "quality": [0.5, 0.5]}, ["n", "p"], ["lo", "hi"], "mk")
     out = triage_result(q, d, threshold)
     assert out["gated_by_quality"] is gated and out["diagnosis"]["gated_by_quality"] is gated
     assert out["quality_score"] == score and out["quality_threshold"] == threshold
@@ -375,6 +374,35 @@ def test_overlay_ids_of_another_stage_are_skipped(tmp_path):
     parser = read_bundle_config(discover_bundles(tmp_path)["b"], "inference", ["demo.json"])
     assert parser["network_def"]["width"] == 0.0625 and parser["width"] == 0.5
     assert "train" not in parser  # a train-only id, not an error (MONAI's own merge raises KeyError here)
+
+
+def test_mkcnet_heads_named_by_the_bundle_postprocessing(tmp_path):
+    root = _copy_bundle("fundus_eyeq_mkcnet_iqad", tmp_path)
+    (root / "configs" / "tiny.json").write_text(json.dumps({"width": 0.0625, "image_size": [64, 64]}))
+    spec = discover_bundles(tmp_path)["fundus_eyeq_mkcnet_iqad"]
+    model = load_inference_model(spec, ["tiny.json"], require_weights=False)
+    x = model.preprocessing({"image": _png(tmp_path)})["image"][None]
+    with torch.no_grad():
+        item = model.postprocessing({"pred": model.network.eval()(x)[0]})
+    heads = {h: item[f"{h}_pred"] for h in ("diagnosis", "quality")}
+    reply = diagnosis_result(heads, model.diagnosis_names, model.quality_names, "eyeq")
+    assert list(reply["diagnosis"]["probabilities"]) == ["no DR", "NPDR", "PDR"]
+    assert list(reply["quality"]["probabilities"]) == model.quality_names and len(model.quality_names) == 3
+    assert all(float(p.sum()) == pytest.approx(1.0, abs=1e-5) for p in heads.values())
+
+
+def test_mkcnet_heads_split_with_metadata_counts_without_postprocessing(tmp_path):
+    mk = {"_target_": "monai_iqad.networks.MKCNet", "num_diagnosis": 2, "num_quality": 3, "aux_per_class": 2}
+    channels = ["diagnosis: n", "diagnosis: p", "quality: 0", "quality: 1", "quality: 2"]
+    root = _bundle(tmp_path, "b", {**mk, "width": 0.0625}, {"pred": {"channel_def": channels}})
+    spec = discover_bundles(tmp_path)["b"]
+    with pytest.raises(BundleError, match="no 'preprocessing' and no 'dataset_name'"):
+        load_inference_model(spec, require_weights=False)
+    (root / "configs" / "extra.json").write_text(json.dumps({"dataset_name": "deepdr"}))
+    split = load_inference_model(spec, ["extra.json"], require_weights=False).postprocessing(
+        {"pred": torch.arange(5.0)}
+    )
+    assert split["diagnosis_pred"].tolist() == [0.0, 1.0] and split["quality_pred"].tolist() == [2.0, 3.0, 4.0]
 
 
 def test_load_inference_model_weights(tmp_path):

@@ -345,6 +345,9 @@ class InferenceModel:
         spec: the bundle.
         network: ``SAQM`` (image score ``(B, 1)``, ``score_map``) or ``MKCNetInference`` (probabilities), in eval mode.
         preprocessing: MONAI ``Compose`` of dict transforms on ``"image"`` (path → ``(C, H, W)`` tensor).
+        postprocessing: MKCNet only: MONAI ``Compose`` on ``{"pred": network output of one image}`` that puts each
+            head under ``<head>_pred`` (``diagnosis_pred``, ``quality_pred``): the bundle's own ``postprocessing``,
+            else ``SplitHeadsd`` with the class counts of ``metadata.json``.
         num_diagnosis: MKCNet only.
         num_quality: MKCNet only.
         diagnosis_names: MKCNet only.
@@ -357,6 +360,7 @@ class InferenceModel:
     spec: BundleSpec
     network: torch.nn.Module
     preprocessing: Any
+    postprocessing: Any = None
     num_diagnosis: int = 0
     num_quality: int = 0
     diagnosis_names: list[str] | None = None
@@ -415,7 +419,7 @@ def load_inference_model(
     """
     from monai.transforms import Compose
 
-    from monai_iqad.transforms import iqad_preprocessing, saqm_preprocessing
+    from monai_iqad.transforms import SplitHeadsd, iqad_preprocessing, saqm_preprocessing
 
     device = torch.device(device)
     parser = read_bundle_config(spec, "inference", overlays)
@@ -455,6 +459,13 @@ def load_inference_model(
                 f"bundle '{spec.name}': metadata.json names {names[0]} diagnosis and {names[1]} quality classes, the "
                 f"network has {built[0]} and {built[1]}"
             )
+        if has_inference and "postprocessing" in parser:
+            try:
+                model.postprocessing = parser.get_parsed_content("postprocessing", instantiate=True)
+            except Exception as e:
+                raise BundleError(f"bundle '{spec.name}': cannot build 'postprocessing' ({e})") from e
+        if model.postprocessing is None:
+            model.postprocessing = Compose([SplitHeadsd("pred", dict(zip(HEADS, names[:2])))])
         if preprocessing is None:
             dataset = _get(parser, "dataset_name", None)
             if not isinstance(dataset, str):

@@ -27,6 +27,7 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from .bundles import (
     WEIGHTS_MISSING,
+    BundleError,
     BundleSpec,
     InferenceModel,
     MissingWeightsError,
@@ -34,7 +35,7 @@ from .bundles import (
     load_inference_model,
     mkcnet_class_names,
 )
-from .results import diagnosis_result, quality_result, triage_result
+from .results import HEADS, diagnosis_result, quality_result, triage_result
 from .safety import check_threshold
 from .settings import check_bool
 
@@ -252,21 +253,24 @@ class BundleDiagnosisInferTask(BundleInferTask):
     def run_inferer(self, data, convert_to_batch=True, device="cuda"):
         network = self._get_network(device, data)
         with torch.no_grad():
-            probs = network(self._inputs(data, device))
-        if isinstance(probs, Mapping):  # named heads {"diagnosis": (1, nd), "quality": (1, nq)}
-            data[self.output_label_key] = {k: v.reshape(-1).cpu() for k, v in probs.items()}
-        else:  # MKCNetInference's (1, nd + nq): diagnosis block, then quality block
-            data[self.output_label_key] = probs.reshape(-1).cpu()
+            out = network(self._inputs(data, device))
+        # the one image's output as MONAI postprocessing sees a decollated item: a dict of heads or a packed tensor
+        data[self.output_label_key] = (
+            {k: v[0].cpu() for k, v in out.items()} if isinstance(out, Mapping) else out[0].cpu()
+        )
         return data
 
+    def post_transforms(self, data=None):
+        """The bundle's postprocessing: each head under ``<head>_pred`` (:class:`monai_iqad.transforms.SplitHeadsd`)."""
+        device = str(data.get("device", "cpu")) if data else "cpu"
+        return _flatten(self.inference_model(device).postprocessing)
+
     def result(self, model, data):
-        return diagnosis_result(
-            data[self.output_label_key],
-            model.num_diagnosis,
-            model.diagnosis_names,
-            model.quality_names,
-            self.spec.name,
-        )
+        missing = [f"{h}_pred" for h in HEADS if f"{h}_pred" not in data]
+        if missing:
+            raise BundleError(f"bundle '{self.spec.name}': its postprocessing gives no {missing}")
+        heads = {h: data[f"{h}_pred"] for h in HEADS}
+        return diagnosis_result(heads, model.diagnosis_names, model.quality_names, self.spec.name)
 
 
 class TriageInferTask(InferTask):

@@ -2,7 +2,7 @@
 
 - SAQM: ``{"quality": {"score", "patch_scores", "patch_grid", "patch_size", "model"}}``
 - MKCNet: ``{"diagnosis": {"label", "index", "probabilities"}, "quality": {"grade", "index", "probabilities"},
-  "model"}``
+  "model"}``, from the named heads the bundle's postprocessing writes (``diagnosis_pred``, ``quality_pred``)
 - triage: ``{"quality": <SAQM>, "diagnosis": <MKCNet diagnosis + "quality_grade", "model", "gated_by_quality">,
   "gated_by_quality", "quality_score", "quality_threshold"}``
 
@@ -89,39 +89,31 @@ def quality_result(
 
 
 def diagnosis_result(
-    probabilities: Any,
-    num_diagnosis: int,
+    heads: Mapping[str, Any],
     diagnosis_names: Sequence[str] | None,
     quality_names: Sequence[str] | None,
     model: str,
     digits: int = 4,
 ) -> dict[str, Any]:
-    """The MKCNet reply from the probabilities of both heads.
+    """The MKCNet reply from the probabilities of both heads (the bundle's postprocessing names them).
 
     Args:
-        probabilities: named heads ``{"diagnosis": (num_diagnosis,), "quality": (num_quality,)}``, or the
-            ``(num_diagnosis + num_quality,)`` vector of ``MKCNetInference`` (diagnosis block, then quality block);
-            each head sums to 1.
-        num_diagnosis: size of the diagnosis head.
+        heads: ``{"diagnosis": (num_diagnosis,), "quality": (num_quality,)}`` probabilities; each head sums to 1.
         diagnosis_names: one name per diagnosis class.
         quality_names: one name per quality grade (index 0 = lowest quality).
         model: task (bundle) name.
         digits: rounding.
 
     Raises:
-        ValueError: wrong length (a block would be empty) or non-finite values.
+        ValueError: a missing or empty head, or non-finite values.
     """
-    nd = int(num_diagnosis)
-    if isinstance(probabilities, Mapping):
-        d_values, q_values = (np.asarray(to_list(probabilities[k]), dtype=np.float64).reshape(-1) for k in HEADS)
-    else:
-        values = np.asarray(to_list(probabilities), dtype=np.float64).reshape(-1)
-        d_values, q_values = values[:nd], values[nd:]
-    if d_values.size != nd or q_values.size < 1:
-        raise ValueError(
-            f"expected {nd} diagnosis and at least one quality probability, got {d_values.size} and {q_values.size}"
-        )
-    d_names = unique_names(diagnosis_names, nd, "diagnosis")
+    missing = [h for h in HEADS if h not in heads]
+    if missing:
+        raise ValueError(f"no {missing} head in the network output (heads: {sorted(heads)})")
+    d_values, q_values = (np.asarray(to_list(heads[h]), dtype=np.float64).reshape(-1) for h in HEADS)
+    if d_values.size < 1 or q_values.size < 1:
+        raise ValueError(f"empty head: {d_values.size} diagnosis and {q_values.size} quality probabilities")
+    d_names = unique_names(diagnosis_names, d_values.size, "diagnosis")
     q_names = unique_names(quality_names, q_values.size, "quality")
     d_index, d_probs = _head(d_values, d_names, digits)
     q_index, q_probs = _head(q_values, q_names, digits)
