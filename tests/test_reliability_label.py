@@ -111,6 +111,9 @@ def test_server_refuses_bad_uploads_and_malformed_infers_with_4xx(tmp_path):
         r = put("ok.png", _png(tmp_path / "ok.png").read_bytes())
         assert r.status_code == 200, r.text
         assert (studies / "ok.png").is_file()
+        big_label = {"label": ("ok.json", b"{}" + b" " * (2**20 + 1))}
+        r = requests.put(f"{url}/datastore/label", params={"image": "ok", "tag": "final"}, files=big_label, timeout=60)
+        assert r.status_code == 413, r.text
 
         r = requests.post(f"{url}/infer/ultrasound_saqm_iqa", timeout=60)
         assert r.status_code == 400 and "neither" in r.json()["detail"], r.text

@@ -165,9 +165,13 @@ class SafeLocalDatastore(LocalDatastore):
             validate_label_tag(label_tag)
             if not self.get_image_uri(image_id):
                 raise _http(404, f"image id {image_id!r} is not in the studies datastore")
+            if label_filename and os.path.isfile(label_filename):
+                check_upload(label_filename, self.max_upload_bytes, read=False)  # the size cap applies to labels too
             return super().save_label(image_id, label_filename, label_tag, label_info)
         except InvalidImageIdError as e:
             raise _http(400, str(e)) from None
+        except UploadRejectedError as e:
+            raise _http(e.status, str(e)) from None
         finally:
             remove_upload(label_filename, self.upload_dir)
 
