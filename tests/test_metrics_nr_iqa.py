@@ -72,12 +72,31 @@ def test_params_file_tampered(tmp_path):
         load_params(tmp_path / "missing.npz")
 
 
-def test_libsvm_parser_sparse_rows():
+def _fetch_script():
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
-        from fetch_nr_iqa_params import parse_libsvm_model
+        import fetch_nr_iqa_params
     finally:
         sys.path.pop(0)
+    return fetch_nr_iqa_params
+
+
+def _test_cache() -> Path:
+    return Path(os.environ.get("MONAI_IQAD_TEST_CACHE", Path.home() / ".cache" / "monai_iqad" / "test_data"))
+
+
+def test_params_file_rebuilds_byte_identical_from_pypi(tmp_path):
+    """Provenance: ``scripts/fetch_nr_iqa_params.py`` turns basicsr 1.4.2 + brisque 0.2.0 into the shipped file."""
+    fresh = tmp_path / "fresh.npz"
+    try:
+        _fetch_script().main(["--cache", str(_test_cache() / "nr_iqa_params"), "--out", str(fresh)])
+    except (subprocess.SubprocessError, OSError) as e:
+        pytest.skip(f"pip download of basicsr==1.4.2 / brisque==0.2.0 failed (offline?): {e}")
+    assert hashlib.sha256(fresh.read_bytes()).hexdigest() == PARAMS_SHA256
+
+
+def test_libsvm_parser_sparse_rows():
+    parse_libsvm_model = _fetch_script().parse_libsvm_model
     text = "svm_type epsilon_svr\nkernel_type rbf\ngamma 0.5\nnr_class 2\ntotal_sv 2\nrho -1.5\nSV\n"
     text += "2 1:0.5 3:-1\n-1 2:0.25 3:1\n"  # libsvm omits zero entries
     m = parse_libsvm_model(text)
@@ -195,7 +214,7 @@ def test_metatensor_and_read_only_input():
 
 def _pyiqa_wheel() -> Path:
     """The pyiqa 0.1.16 wheel (for its five TID2013 BMPs only), downloaded once into a cache folder."""
-    cache = Path(os.environ.get("MONAI_IQAD_TEST_CACHE", Path.home() / ".cache" / "monai_iqad" / "test_data"))
+    cache = _test_cache()
     found = sorted(cache.glob("pyiqa-0.1.16-*.whl"))
     if not found:
         cache.mkdir(parents=True, exist_ok=True)
