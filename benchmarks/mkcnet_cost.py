@@ -1,6 +1,7 @@
 """
 MKCNet training cost: time, peak memory and FLOPs of one training epoch of every MKCNet schedule (``schedule`` in
-{epoch, iteration} x ``meta_gradient`` in {second_order, first_order}) relative to a vanilla epoch
+{epoch, iteration} x ``meta_gradient`` in {second_order, forward_mode, first_order}; some also with
+``amp_dtype="bfloat16"``, suffix ``+bf16``) relative to a vanilla epoch
 (``VanillaTrainer`` + ``VanillaNet``) and the multi-task baseline, on the same in-memory data, with the real engines.
 
 Usage (from the repository root)::
@@ -50,6 +51,7 @@ from typing import Any
 from unittest import mock
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn as nn
 import torch.nn.functional as F
 from bench_utils import (
@@ -66,6 +68,7 @@ from bench_utils import (
     write_section,
 )
 from ignite.engine import Events
+from torch.func import functional_call
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
@@ -81,10 +84,26 @@ CONFIGS: tuple[str, ...] = (
     "vanilla",
     "multitask",
     "epoch/second_order",
+    "epoch/forward_mode",
     "epoch/first_order",
     "iteration/second_order",
+    "iteration/forward_mode",
     "iteration/first_order",
+    "vanilla+bf16",
+    "epoch/second_order+bf16",
+    "epoch/forward_mode+bf16",
+    "iteration/forward_mode+bf16",
 )
+#: suffix of the configurations run under ``amp_dtype="bfloat16"`` (CPU autocast)
+BF16 = "+bf16"
+
+
+FP32_CONFIGS = tuple(name for name in CONFIGS if not name.endswith(BF16))
+
+
+def base_name(name: str) -> str:
+    """The configuration without its precision suffix (same FLOPs)."""
+    return name.removesuffix(BF16)
 
 
 @dataclass(frozen=True)
@@ -124,22 +143,25 @@ def _sgd(module: nn.Module, lr: float) -> torch.optim.Optimizer:
     return torch.optim.SGD(module.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
 
 
-def build_trainer(name: str, cfg: Config, loader: Any) -> Any:
+def build_trainer(name: str, cfg: Config, loader: Any, device: str = "cpu") -> Any:
     """
-    A fresh CPU trainer of configuration ``name`` (official DeepDR optimizers: SGD 0.01 / META_LR, wd 5e-4).
+    A fresh trainer of configuration ``name`` (official DeepDR optimizers: SGD 0.01 / META_LR, wd 5e-4).
 
-    The networks are created on the default device: under ``with torch.device("meta")`` they hold no data.
+    The networks are created on the default device (under ``with torch.device("meta")`` they hold no data) and moved
+    to ``device`` when it is not the CPU.
     """
     torch.manual_seed(0)
-    device, common = "cpu", {"decollate": False}
+    common = {"decollate": False, "amp_dtype": "bfloat16" if name.endswith(BF16) else None}
+    name = base_name(name)
+    move = (lambda m: m) if device == "cpu" else (lambda m: m.to(device))
     if name == "vanilla":
-        net = VanillaNet(NUM_T, width=cfg.width)
+        net = move(VanillaNet(NUM_T, width=cfg.width))
         return VanillaTrainer(device, 1, loader, net, _sgd(net, LR), **common)
-    net = MKCNet(NUM_T, NUM_IQ, K, width=cfg.width)
+    net = move(MKCNet(NUM_T, NUM_IQ, K, width=cfg.width))
     if name == "multitask":
         return MultiTaskTrainer(device, 1, loader, net, _sgd(net, LR), **common)
     schedule, meta_gradient = name.split("/")
-    meta = MetaLearner(NUM_T, NUM_IQ, K, width=cfg.width)
+    meta = move(MetaLearner(NUM_T, NUM_IQ, K, width=cfg.width))
     return MetaAuxiliaryTrainer(
         device,
         1,
@@ -280,7 +302,7 @@ Part = Callable[[str], contextlib.AbstractContextManager]
 
 
 def _losses(trainer: MetaAuxiliaryTrainer, out: dict, d: torch.Tensor, q: torch.Tensor, y_w: torch.Tensor) -> Any:
-    return trainer._task_losses(out, d, q, y_w)
+    return trainer._task_losses(out, d, q, y_w)["loss"]
 
 
 def parts_stage_one(
@@ -294,7 +316,7 @@ def parts_stage_one(
         y_w = meta(x, d, q)
     with part("task forward at θ + losses"):
         trainer.optimizer.zero_grad()
-        loss = sum(_losses(trainer, net(x), d, q, y_w))
+        loss = _losses(trainer, net(x), d, q, y_w)
     with part("task backward"):
         loss.backward()
     if step:
@@ -314,7 +336,7 @@ def _meta_prologue(
         entropy = trainer.entropy_regularizer(y_w)
     with part("task forward at θ + losses"):
         logits = net(x)
-        ell = sum(_losses(trainer, logits, d, q, y_w))
+        ell = _losses(trainer, logits, d, q, y_w)
     names, thetas = zip(*[(n, p) for n, p in net.named_parameters() if p.requires_grad])
     phis = [p for p in meta.parameters() if p.requires_grad]
     return net, meta, y_w, entropy, logits, ell, names, thetas, phis, trainer._hyper_params()
@@ -361,7 +383,7 @@ def parts_first_order(
     net, meta, y_w, entropy, logits, ell, names, thetas, phis, hyper = _meta_prologue(trainer, x, d, q, part)
     lrs = [hyper.get(id(p), (0.0, 0.0))[0] for p in thetas]
     with part("backward at θ (g, no graph) -> θ'"):
-        grads = torch.autograd.grad(sum(_losses(trainer, logits, d, q, y_w.detach())), thetas, allow_unused=True)
+        grads = torch.autograd.grad(_losses(trainer, logits, d, q, y_w.detach()), thetas, allow_unused=True)
         virtual = {}
         with torch.no_grad():
             for name, p, g, lr in zip(names, thetas, grads, lrs):
@@ -390,6 +412,38 @@ def parts_first_order(
     _meta_epilogue(trainer, phis, phi_grads, part, step)
 
 
+def parts_forward_mode(
+    trainer: MetaAuxiliaryTrainer, x: torch.Tensor, d: torch.Tensor, q: torch.Tensor, part: Part, step: bool = True
+) -> None:
+    """Stage II, forward mode (exact): g without a graph, θ̃ forward/backward, one forward-mode pass at θ."""
+    net, meta, y_w, entropy, logits, ell, names, thetas, phis, hyper = _meta_prologue(trainer, x, d, q, part)
+    lrs = [hyper.get(id(p), (0.0, 0.0))[0] for p in thetas]
+    with part("backward at θ (g, no graph) -> θ̃"):
+        grads = torch.autograd.grad(_losses(trainer, logits, d, q, y_w.detach()), thetas, allow_unused=True)
+        fast = {}
+        with torch.no_grad():
+            for name, p, g, lr in zip(names, thetas, grads, lrs):
+                wd = hyper.get(id(p), (0.0, 0.0))[1]
+                fast[name] = (p - lr * (wd * p if g is None else g + wd * p)).detach().requires_grad_(True)
+    with part("forward at θ̃ + L_φ"):
+        out = trainer._functional_forward(net, fast, x)
+        primary = trainer._primary_loss(out, d, q)
+    with part("backward at θ̃ -> v"):
+        v = torch.autograd.grad(primary, [fast[n] for n in names], allow_unused=True)
+    with part("forward-mode pass at θ -> J_z(α v)"):
+        point = {n: p.detach() for n, p in zip(names, thetas)}
+        buffers = {n: b.clone() for n, b in net.named_buffers()}
+        with torch.no_grad(), fwAD.dual_level():
+            duals = {n: fwAD.make_dual(point[n], lr * g) for n, g, lr in zip(names, v, lrs) if g is not None}
+            z, z_dot = fwAD.unpack_dual(functional_call(net, {**point, **duals, **buffers}, (x,))["auxiliary"])
+    with part("backward through the meta learner -> ∇φ"):
+        z = z.detach().requires_grad_(True).clone()
+        (grad_z,) = torch.autograd.grad(trainer._aux_loss(z, y_w), z, create_graph=True)
+        surrogate = trainer.entropy_weight * entropy - (grad_z * z_dot).sum()
+        phi_grads = torch.autograd.grad(surrogate, phis, allow_unused=True)
+    _meta_epilogue(trainer, phis, phi_grads, part, step)
+
+
 def parts_baseline(
     trainer: Any, x: torch.Tensor, d: torch.Tensor, q: torch.Tensor, part: Part, step: bool = True
 ) -> None:
@@ -399,7 +453,7 @@ def parts_baseline(
     with part("forward + losses"):
         trainer.optimizer.zero_grad()
         out = net(x)
-        loss = sum(trainer._losses(out, d, q if trainer.uses_quality else None).values())
+        loss = trainer._losses(out, d, q if trainer.uses_quality else None)["loss"]
     with part("backward"):
         loss.backward()
     if step:
@@ -413,8 +467,11 @@ STAGES: dict[str, tuple[str, Callable[..., None]]] = {
     "multi-task step": ("multitask", parts_baseline),
     "stage I": ("epoch/second_order", parts_stage_one),
     "stage II, second order": ("epoch/second_order", parts_second_order),
+    "stage II, forward mode": ("epoch/forward_mode", parts_forward_mode),
     "stage II, first order": ("epoch/first_order", parts_first_order),
 }
+#: parts of stage II that the fused iteration (``reuse_task_gradient``) takes from stage I instead
+REUSED_PARTS = ("task forward at θ + losses", "backward at θ (g, no graph) -> θ̃")
 
 
 class OneHotTargets(nn.Module):
@@ -517,7 +574,7 @@ def engine_flops(cfg: Config) -> dict[str, float]:
     """``FlopCounterMode`` around real engine runs on one batch: FLOPs per iteration kind of every configuration."""
     data = make_data(Config(**{**cfg.__dict__, "n_images": cfg.batch}))
     result: dict[str, float] = {}
-    for name in CONFIGS:
+    for name in FP32_CONFIGS:
         trainer = build_trainer(name, cfg, DataLoader(data, batch_size=cfg.batch))
         counter = FlopCounterMode(display=False)
         with counter:
@@ -589,14 +646,17 @@ def report(
 
     def iteration_flops(name: str, which: str) -> float:
         t = stage_total[which]
-        if name == "vanilla":
+        if base_name(name) == "vanilla":
             return t["vanilla step"]
         if name == "multitask":
             return t["multi-task step"]
-        stage2 = t["stage II, second order" if name.endswith("second_order") else "stage II, first order"]
+        gradient = base_name(name).split("/")[1].replace("_", " ")
+        stage2 = t[f"stage II, {gradient}"]
         stage1 = t["stage I"]
         if name.startswith("iteration/"):  # one shared meta-learner forward (the fix): stage I's no-grad one is gone
             stage1 -= part_flops[which]["stage I"]["meta-learner forward (no_grad) -> y_w"]
+        if name.startswith("iteration/forward_mode"):  # reuse_task_gradient: θ̃ is stage I's SGD step
+            stage2 -= sum(part_flops[which]["stage II, forward mode"][p] for p in REUSED_PARTS)
         return stage1 + stage2
 
     def robust(name: str) -> float:
@@ -628,7 +688,11 @@ def report(
             delta = rss[name]["peak"] - rss[name]["baseline"]
             van_delta = rss["vanilla"]["peak"] - rss["vanilla"]["baseline"]
             row += [fmt(delta / mib), f"{delta / van_delta:.2f}"]
-        row += [fmt(paper_it / 1e9), f"{paper_it / iteration_flops('vanilla', 'paper'):.2f}"]
+        row += [
+            fmt(paper_it / 1e9),
+            f"{paper_it / iteration_flops('vanilla', 'paper'):.2f}",
+            f"{paper_it / (analytic['paper']['mkcnet'] * PAPER.batch):.2f}",
+        ]
         rows.append(row)
     headers = [
         "configuration",
@@ -645,7 +709,7 @@ def report(
     ]
     if rss is not None:
         headers += ["peak RSS delta MiB", "x vanilla"]
-    headers += ["paper config GFLOP/batch", "x vanilla"]
+    headers += ["paper config GFLOP/batch", "x vanilla", "MKCNet forwards/batch"]
 
     part_rows = []
     for stage, flops in bench_f.items():
@@ -681,7 +745,7 @@ def report(
         )
 
     check_rows = []
-    for name in CONFIGS:
+    for name in FP32_CONFIGS:
         parts_sum = iteration_flops(name, "bench")
         check_rows.append(
             [
@@ -729,7 +793,11 @@ def report(
         "The 'epoch' schedule runs 2 x batches iterations (stage I pass, then stage II pass); 'iteration' runs one "
         "iteration per batch doing both stages, so both schedules do the same work per epoch except the meta-learner "
         "forward that the 'iteration' schedule shares between its stages. Paper-config GFLOP per batch are one "
-        "stage I + one stage II (counted on the `meta` device).",
+        "stage I + one stage II (counted on the `meta` device); 'MKCNet forwards/batch' divides them by one MKCNet "
+        "forward of the batch (official code: 21). `forward_mode` is the exact meta-gradient from one forward-mode "
+        "pass (no double backward); `iteration/forward_mode` also reuses stage I's gradient (`reuse_task_gradient`, "
+        "plain SGD: stage I's step is θ̃). '+bf16' rows run with `amp_dtype='bfloat16'` (CPU autocast: stage I, and "
+        "for `forward_mode` the stage-II forwards except the forward-mode pass); their FLOPs are the fp32 ones.",
         "",
         "### Where the time goes (one batch, per stage)",
         "",
