@@ -254,13 +254,13 @@ def build_workloads(cfg: Config) -> tuple[list[Workload], SAQM, DomainClassifier
         with torch.no_grad(), _autocast(precision):
             model(image)
 
-    trainer, batch_s = make_trainer(model, head, cfg.train_patches)
+    trainers = {p: make_trainer(model, head, cfg.train_patches, p) for p in PRECISIONS}
     train_flops = training_flops(layers, cfg.train_patches)
 
     def train(precision: str) -> None:
+        trainer, batch_s = trainers[precision]
         trainer.state.iteration = trainer.state.epoch_length * trainer.state.max_epochs // 2  # λ mid-schedule
-        with _autocast(precision):  # the trainer itself only autocasts on CUDA; an outer CPU autocast is kept
-            trainer._iteration(trainer, batch_s)
+        trainer._iteration(trainer, batch_s)  # bf16: the trainer's own amp_dtype="bfloat16" (CPU autocast)
 
     for precision in PRECISIONS:
         workloads += [
@@ -304,8 +304,11 @@ def build_workloads(cfg: Config) -> tuple[list[Workload], SAQM, DomainClassifier
     return workloads, model, head
 
 
-def make_trainer(model: SAQM, head: DomainClassifier, patches: int) -> tuple[DomainAdaptationTrainer, dict]:
-    """A real ``DomainAdaptationTrainer`` (unsupervised DA, Adam 5e-4 over network + head) and its source batch."""
+def make_trainer(
+    model: SAQM, head: DomainClassifier, patches: int, precision: str = "fp32"
+) -> tuple[DomainAdaptationTrainer, dict]:
+    """A real ``DomainAdaptationTrainer`` (unsupervised DA, Adam 5e-4 over network + head, ``amp_dtype="bfloat16"``
+    for ``precision="bf16"``) and its source batch."""
     g = torch.Generator().manual_seed(1)
     half = patches // 2
     p = model.patch_size
@@ -322,6 +325,7 @@ def make_trainer(model: SAQM, head: DomainClassifier, patches: int) -> tuple[Dom
         target_data_loader=[target],
         mode="unsupervised",
         decollate=False,
+        amp_dtype="bfloat16" if precision == "bf16" else None,
     )
     trainer.state.epoch = 1
     return trainer, source
@@ -435,8 +439,8 @@ def report(
         "Times are medians; 'vs dense conv' is the median over rounds of (SAQM GFLOP/s) / (dense conv GFLOP/s) of "
         "the same round and precision (inference vs conv forward, training vs conv forward+backward).",
         "- Training rows run the real `DomainAdaptationTrainer._iteration` (mode `unsupervised`: one forward of "
-        "cat(source, target), BCE regression + BCE domain loss through the GRL, backward, Adam step). bf16 rows wrap "
-        "it in `torch.autocast('cpu', torch.bfloat16)` (the trainer itself only enables AMP on CUDA).",
+        "cat(source, target), BCE regression + BCE domain loss through the GRL, backward, Adam step). bf16 rows use "
+        "the trainer's `amp_dtype='bfloat16'` (CPU autocast).",
         "- FLOPs = 2 x MACs of convolutions, matrix products and linear layers (bias, activations, pooling, softmax "
         "and the optimizer not counted), the convention of `FlopCounterMode`; formulas in the script docstring.",
         "",
