@@ -1,0 +1,270 @@
+"""Distortion-ladder benchmark: the shipped SAQM against the classic NR-IQA metrics on held-out corpus sources.
+
+``python benchmarks/iqa_ladder.py [--corpus DIR] [--model PATH] [--split test] [--bf16]`` scores every unique image
+of a split of the pretraining corpus (built with seed 0 when ``--corpus`` does not exist) with SAQM and with every
+metric of ``monai_iqad.metrics.NR_IQA_METRICS`` available in this checkout, in one run, and reports:
+
+- **within-ladder SROCC**: for every ladder (one pristine crop, one distortion family, levels 0..5), the Spearman
+  correlation between the score (oriented so that higher = better: lower-better metrics are negated) and
+  ``-level``; averaged per distortion x modality, per distortion and overall (a constant score on a ladder counts
+  as 0);
+- **PLCC / SROCC against the pseudo-MOS** (SSIM against the pristine) over all unique images of the split;
+- the spread of the SAQM scores; SAQM speed (images/s at 512x512, fp32 and bf16 autocast) and each metric's time.
+
+Writes ``docs/results_iqa.md`` and a PNG (mean normalised score vs level, one panel per distortion) with matplotlib.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import stats
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from monai_iqad.data import load_datalist  # noqa: E402
+from monai_iqad.demo.pretrain_corpus import build_pretrain_corpus, unique_items  # noqa: E402
+from monai_iqad.networks import SAQM  # noqa: E402
+from monai_iqad.transforms import saqm_preprocessing  # noqa: E402
+
+
+def _classic_metrics() -> dict:
+    """The classic metric registry of this checkout (empty when the module is absent)."""
+    try:
+        from monai_iqad.metrics import NR_IQA_METRICS
+    except ImportError as err:  # pragma: no cover - depends on the checkout
+        print(f"no classic metrics: {err}")
+        return {}
+    return dict(NR_IQA_METRICS)
+
+
+def _load_saqm(path: Path, width: float) -> SAQM:
+    net = SAQM(width=width)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def _score_saqm(net: SAQM, paths: list[str], bf16: bool) -> np.ndarray:
+    pre = saqm_preprocessing(train=False, mos_range=(0.0, 1.0))
+    out = []
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for p in paths:
+            x = torch.as_tensor(pre({"image": p})["image"]).float()[None]
+            out.append(float(net(x).float()))
+    return np.asarray(out)
+
+
+def _score_classic(metric, paths: list[str]) -> tuple[np.ndarray, float]:
+    values, start = [], time.perf_counter()
+    for p in paths:
+        arr = np.asarray(Image.open(p), dtype=np.float32)
+        img = torch.as_tensor(arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0))
+        try:
+            v = metric(img, data_range=255.0)
+            v = float(torch.as_tensor(v).reshape(-1)[0])
+        except Exception as err:  # a metric that cannot score an image counts as NaN, reported below
+            print(f"{metric.name} failed on {p}: {err}")
+            v = float("nan")
+        values.append(-v if metric.lower_better else v)
+    return np.asarray(values), (time.perf_counter() - start) / max(len(paths), 1)
+
+
+def _srocc(a: np.ndarray, b: np.ndarray) -> float:
+    if np.ptp(a) == 0 or np.ptp(b) == 0 or not np.isfinite(a).all():
+        return 0.0
+    return float(stats.spearmanr(a, b)[0])
+
+
+def _speed(net: SAQM, bf16: bool, repeats: int = 3) -> float:
+    x = torch.rand(1, 3, 512, 512)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        net(x)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            net(x)
+    return repeats / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", default=str(REPO / "bundles/medical_saqm_iqa/corpus"))
+    parser.add_argument("--model", default=str(REPO / "bundles/medical_saqm_iqa/models/model.pt"))
+    parser.add_argument("--width", type=float, default=0.125)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--bf16", action="store_true", help="score with bf16 autocast")
+    parser.add_argument("--metrics", default="all", help="comma-separated classic metrics, 'all' or 'none'")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=str(REPO / "docs/results_iqa.md"))
+    parser.add_argument("--plot", default=str(REPO / "docs/results_iqa.png"))
+    parser.add_argument("--json", default=None, help="also write the raw per-image scores here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    datalist = Path(args.corpus) / "datalist.json"
+    if not datalist.exists():
+        build_pretrain_corpus(args.corpus, seed=0)
+    items = load_datalist(datalist, args.split)
+    images = unique_items(items)
+    paths = [str(it["image"]) for it in images]
+    index = {p: i for i, p in enumerate(paths)}
+    print(f"{len(items)} ladder items, {len(paths)} unique images ({args.split})")
+
+    scores: dict[str, np.ndarray] = {}
+    seconds: dict[str, float] = {}
+    net = _load_saqm(Path(args.model), args.width)
+    start = time.perf_counter()
+    scores["SAQM"] = _score_saqm(net, paths, args.bf16)
+    seconds["SAQM"] = (time.perf_counter() - start) / len(paths)
+    classic = _classic_metrics()
+    wanted = list(classic) if args.metrics == "all" else [] if args.metrics == "none" else args.metrics.split(",")
+    for name in wanted:
+        scores[name], seconds[name] = _score_classic(classic[name], paths)
+        print(f"{name}: {seconds[name] * 1000:.1f} ms/image")
+
+    # within-ladder SROCC
+    ladders: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    meta: dict[str, tuple[str, str]] = {}
+    for it in items:
+        ladders[it["ladder"]].append((int(it["level"]), index[str(it["image"])]))
+        meta[it["ladder"]] = (it["distortion"], it["modality"])
+    per_cell: dict[str, dict[tuple[str, str], list[float]]] = {m: defaultdict(list) for m in scores}
+    for ladder, members in ladders.items():
+        levels = np.asarray([lv for lv, _ in members], dtype=float)
+        idx = [i for _, i in members]
+        for m, s in scores.items():
+            per_cell[m][meta[ladder]].append(_srocc(s[idx], -levels))
+    methods = list(scores)
+    distortions = sorted({d for d, _ in meta.values()})
+    modalities = sorted({mo for _, mo in meta.values()})
+
+    def mean_of(m: str, dist: str | None = None, mod: str | None = None) -> float:
+        vals = [v for (d, mo), vs in per_cell[m].items() if dist in (None, d) and mod in (None, mo) for v in vs]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    mos = np.asarray([float(it["mos"]) for it in images])
+    lines = [
+        "# Distortion-ladder results: shipped SAQM vs classic NR-IQA",
+        "",
+        "Generated by `python benchmarks/iqa_ladder.py` on the held-out (`" + args.split + "`) sources of the "
+        "pretraining corpus (`python -m monai_iqad.data pretrain-corpus`, seed 0): "
+        f"{len(ladders)} ladders, {len(paths)} unique images ({', '.join(modalities)}). Scores are oriented so that "
+        "higher = better (lower-better metrics negated). Within-ladder SROCC = Spearman correlation of the score with "
+        "the severity order of one pristine crop under one distortion (levels 0-5), averaged over ladders; a "
+        "constant score on a ladder counts as 0. The pseudo-MOS is SSIM against the pristine (full reference). "
+        f"SAQM: `{Path(args.model).relative_to(REPO) if Path(args.model).is_relative_to(REPO) else args.model}`, "
+        f"width {args.width}, {'bf16' if args.bf16 else 'fp32'} scoring; torch threads: {args.threads}.",
+        "",
+        "## Summary",
+        "",
+        "| method | mean within-ladder SROCC | worst family (SROCC) | SROCC vs pseudo-MOS | PLCC vs pseudo-MOS "
+        "| ms / image |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in methods:
+        fam = {d: mean_of(m, d) for d in distortions}
+        worst = min(fam, key=lambda d: fam[d])
+        s = scores[m]
+        ok = np.isfinite(s)
+        plcc = float(stats.pearsonr(s[ok], mos[ok])[0]) if ok.sum() > 2 and np.ptp(s[ok]) > 0 else float("nan")
+        lines.append(
+            f"| {m} | {mean_of(m):.3f} | {worst} ({fam[worst]:.3f}) | {_srocc(s[ok], mos[ok]):.3f} | {plcc:.3f} "
+            f"| {seconds[m] * 1000:.1f} |"
+        )
+    sa = scores["SAQM"]
+    lines += [
+        "",
+        f"SAQM score spread on this split: min {sa.min():.3f}, 5th percentile {np.percentile(sa, 5):.3f}, median "
+        f"{np.median(sa):.3f}, 95th percentile {np.percentile(sa, 95):.3f}, max {sa.max():.3f}.",
+        "",
+        "## Within-ladder SROCC per distortion (all modalities)",
+        "",
+        "| distortion | " + " | ".join(methods) + " |",
+        "|---|" + "---|" * len(methods),
+    ]
+    for d in distortions:
+        lines.append(f"| {d} | " + " | ".join(f"{mean_of(m, d):.3f}" for m in methods) + " |")
+    lines += ["", "## Within-ladder SROCC per distortion x modality", ""]
+    lines += [
+        "| distortion | modality | ladders | " + " | ".join(methods) + " |",
+        "|---|---|---|" + "---|" * len(methods),
+    ]
+    for d in distortions:
+        for mo in modalities:
+            n = len(per_cell[methods[0]].get((d, mo), []))
+            if n:
+                lines.append(f"| {d} | {mo} | {n} | " + " | ".join(f"{mean_of(m, d, mo):.3f}" for m in methods) + " |")
+    lines += ["", "## Per modality (mean within-ladder SROCC)", ""]
+    lines += ["| modality | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for mo in modalities:
+        lines.append(f"| {mo} | " + " | ".join(f"{mean_of(m, mod=mo):.3f}" for m in methods) + " |")
+
+    fp32, bf16 = _speed(net, False), _speed(net, True)
+    lines += [
+        "",
+        "## SAQM scoring speed",
+        "",
+        f"One 512x512 image (256 patches), width {args.width}, {args.threads} torch thread(s), this machine: "
+        f"**{fp32:.2f} images/s fp32**, **{bf16:.2f} images/s bf16 autocast** (ratio {bf16 / fp32:.2f}).",
+        "",
+        f"Plot: `{Path(args.plot).name}` (mean score per level, min-max normalised per method over the split).",
+        "",
+    ]
+    Path(args.out).write_text("\n".join(lines))
+    print("\n".join(lines))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 4
+    rows = math.ceil(len(distortions) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, d in zip(axes.flat, distortions):
+        for m in methods:
+            s = scores[m]
+            lo, hi = np.nanmin(s), np.nanmax(s)
+            norm = (s - lo) / (hi - lo) if hi > lo else s * 0
+            by_level = defaultdict(list)
+            for it in items:
+                if it["distortion"] == d:
+                    by_level[int(it["level"])].append(norm[index[str(it["image"])]])
+            lv = sorted(by_level)
+            ax.plot(lv, [np.nanmean(by_level[k]) for k in lv], marker="o", label=m, lw=2.5 if m == "SAQM" else 1)
+        ax.set_title(d)
+        ax.set_xlabel("level")
+        ax.set_ylim(-0.05, 1.05)
+    for ax in list(axes.flat)[len(distortions) :]:
+        ax.axis("off")
+    axes.flat[0].set_ylabel("normalised score (higher = better)")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(args.plot, dpi=80)
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "paths": [os.path.relpath(p, args.corpus) for p in paths],
+                    **{m: s.tolist() for m, s in scores.items()},
+                }
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

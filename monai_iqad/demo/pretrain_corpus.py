@@ -1,0 +1,540 @@
+"""Offline pretraining corpus for a generic, distortion-sensitive medical image quality score.
+
+``python -m monai_iqad.data pretrain-corpus OUT [--seed 0] [--image-size 128]`` builds it in a few minutes, offline,
+from the real images that ship inside PyPI packages (see :data:`CORPUS_SOURCES`): scikit-image's natural images and
+its fundus photograph ``retina``, pydicom's test files, and pydicom-data's CT, MR, CR, ultrasound and NM images.
+
+- **Pristine crops**: each source image is windowed to [0, 1] (CT in HU windows, MR/NM/CR by percentiles, ultrasound
+  through the SAQM demo's B-mode conversion), resized so its short side is the source's ``scale_side``, and cut into
+  ``image_size`` crops drawn at random among positions with enough structure.
+- **Ladders**: every crop is degraded by each distortion family of its modality (:data:`MODALITY_FAMILIES`) at the
+  five graded severities of :mod:`monai_iqad.transforms.degradations`; a ladder = (crop, family) with levels 0..5
+  (level 0 = the pristine crop, shared by the crop's ladders).
+- **Splits by pristine source**: a source (file or scene) belongs to exactly one of training / validation / test
+  (:data:`CORPUS_SOURCES`), so no content is seen in two splits.
+- **Labels**: ``level`` (the within-ladder severity order, 0 = best) and ``mos`` = a full-reference pseudo-MOS, the
+  SSIM (Wang et al. 2004: Gaussian window sigma 1.5, K1 0.01, K2 0.03, data range 1) of the 8-bit luminance against
+  the pristine crop, clipped to [0, 1] (scikit-image's ``structural_similarity``). SSIM is a well-tested, widely used
+  full-reference index that responds to noise, blur, compression, ringing and contrast; it is not a human MOS.
+- **Files**: ``OUT/images/<split>/<crop>/<family>_<level>.png`` (pristine: ``pristine.png``), ``OUT/datalist.json``
+  (sections ``training``, ``validation``, ``test``; items ``image``, ``mos``, ``ladder``, ``level``, ``distortion``,
+  ``modality``, ``source``, ``crop``) and ``OUT/manifest.json`` (settings, sources, sha256 of every file). The
+  PNG files and both JSON files (apart from the build time) are byte-identical for a seed.
+
+:class:`LadderPatchDataset` serves the training side: aligned patches of every level of a ladder, with the patch's own
+SSIM as its target, so a pairwise ranking loss can compare the same content at two severities.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import Randomizable
+from PIL import Image
+from torch.utils.data import Dataset
+
+from monai_iqad.data import write_datalist
+from monai_iqad.transforms.degradations import MAX_SEVERITY, degrade
+from monai_iqad.utils.io import atomic_write_text
+
+from . import sources
+from .saqm import _us_gray
+from .utils import item_rng, resize, save_png, to_gray
+
+__all__ = [
+    "CORPUS_SOURCES",
+    "MODALITY_FAMILIES",
+    "PSEUDO_MOS",
+    "CorpusSource",
+    "LadderPatchDataset",
+    "pseudo_mos",
+    "unique_items",
+    "build_pretrain_corpus",
+    "main",
+]
+
+#: Families applied to every modality.
+_COMMON = (
+    "gaussian_noise", "gaussian_blur", "motion_blur", "jpeg", "jpeg2000", "resample", "denoise", "low_contrast",
+    "gamma", "banding",
+)  # fmt: skip
+
+#: Distortion families of each modality (modality-aware extras after the common ones).
+MODALITY_FAMILIES: dict[str, tuple[str, ...]] = {
+    "CT": (*_COMMON, "low_dose_ct"),
+    "MR": (*_COMMON, "rician_noise", "gibbs_ringing", "kspace_undersampling"),
+    "CR": (*_COMMON, "poisson_noise"),
+    "US": (*_COMMON, "speckle_noise"),
+    "NM": (*_COMMON, "poisson_noise"),
+    "fundus": (*_COMMON, "uneven_illumination"),
+    "natural": (*_COMMON, "poisson_noise"),
+}
+
+#: What ``mos`` is (written to the manifest).
+PSEUDO_MOS = (
+    "SSIM (scikit-image structural_similarity, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, "
+    "data_range=1) of the 8-bit luminance against the pristine crop, clipped to [0, 1]"
+)
+
+
+@dataclass(frozen=True)
+class CorpusSource:
+    """One pristine source of the corpus.
+
+    Attributes:
+        name: unique short name (the split unit).
+        modality: key of :data:`MODALITY_FAMILIES`.
+        split: ``training``, ``validation`` or ``test``.
+        kind: ``skimage`` (a scikit-image data image), ``dicom`` (percentile window), ``ct`` (HU window),
+            ``us`` (ultrasound B-mode conversion).
+        file: the scikit-image name or DICOM file name.
+        crops: crops per frame.
+        scale_side: short side (pixels) the image is resized to before cropping (0 = keep).
+        frames: frames used for multi-frame files (None = the first only).
+        window: ``(level, width)`` for ``ct`` sources.
+    """
+
+    name: str
+    modality: str
+    split: str
+    kind: str
+    file: str
+    crops: int
+    scale_side: int = 0
+    frames: tuple[int, ...] | None = None
+    window: tuple[float, float] = (40.0, 400.0)
+
+
+#: The sources, with their split. Test sources are different files/scenes from every training source: CT
+#: ``CT_small`` thorax (training: the 693 head CT and the J2K abdomen slice), MR abdomen ``MR-SIEMENS`` (training: the
+#: MR2 shoulder), CR leg ``RG3`` (training: the RG1 chest), ultrasound ``gdcm-US-ALOKA-16`` (training: the echo and
+#: lymph-node scenes), the fundus ``retina`` (no fundus in training: a generalisation test) and three natural images.
+CORPUS_SOURCES: tuple[CorpusSource, ...] = (
+    # training
+    CorpusSource("ct_head693", "CT", "training", "ct", "693_UNCR.dcm", 6, 0, window=(40.0, 120.0)),
+    CorpusSource("ct_j2kslice", "CT", "training", "ct", "J2K_pixelrep_mismatch.dcm", 4, 0, window=(40.0, 400.0)),
+    CorpusSource("mr_shoulder", "MR", "training", "dicom", "MR2_UNCR.dcm", 9, 384),
+    CorpusSource("cr_chest", "CR", "training", "dicom", "RG1_UNCR.dcm", 8, 512),
+    CorpusSource("us_echo", "US", "training", "us", "examples_ybr_color.dcm", 2, 0, frames=(0, 10, 20)),
+    CorpusSource("us_lymph", "US", "training", "us", "US1_UNCR.dcm", 4, 0),
+    CorpusSource("nat_astronaut", "natural", "training", "skimage", "astronaut", 2, 256),
+    CorpusSource("nat_cell", "natural", "training", "skimage", "cell", 2, 256),
+    CorpusSource("nat_coins", "natural", "training", "skimage", "coins", 2, 0),
+    CorpusSource("nat_grass", "natural", "training", "skimage", "grass", 1, 256),
+    CorpusSource("nat_hubble", "natural", "training", "skimage", "hubble_deep_field", 2, 0),
+    CorpusSource("nat_ihc", "natural", "training", "skimage", "immunohistochemistry", 2, 256),
+    CorpusSource("nat_rocket", "natural", "training", "skimage", "rocket", 2, 0),
+    CorpusSource("nat_text", "natural", "training", "skimage", "text", 1, 0),
+    CorpusSource("nat_brick", "natural", "training", "skimage", "brick", 1, 256),
+    # validation
+    CorpusSource("us_ob", "US", "validation", "us", "examples_palette.dcm", 1, 0),
+    CorpusSource("nat_coffee", "natural", "validation", "skimage", "coffee", 1, 256),
+    # test
+    CorpusSource("ct_thorax_small", "CT", "test", "ct", "CT_small.dcm", 1, 0, window=(-600.0, 1500.0)),
+    CorpusSource("mr_abdomen", "MR", "test", "dicom", "MR-SIEMENS-DICOM-WithOverlays.dcm", 2, 0),
+    CorpusSource("cr_leg", "CR", "test", "dicom", "RG3_UNCR.dcm", 2, 768),
+    CorpusSource("us_aloka", "US", "test", "us", "gdcm-US-ALOKA-16.dcm", 2, 0),
+    CorpusSource("fundus_retina", "fundus", "test", "skimage", "retina", 2, 512),
+    CorpusSource("nat_camera", "natural", "test", "skimage", "camera", 1, 256),
+    CorpusSource("nat_chelsea", "natural", "test", "skimage", "chelsea", 1, 0),
+)
+
+SPLITS = ("training", "validation", "test")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# source images
+
+
+def _dicom_images(src: CorpusSource) -> list[np.ndarray]:
+    """The frames of a DICOM source as float images in [0, 1] (see :class:`CorpusSource` ``kind``).
+
+    Raises:
+        FileNotFoundError: when the file is in neither pydicom nor pydicom-data.
+    """
+    path = sources.dicom_path(src.file)
+    if path is None:
+        raise FileNotFoundError(f"corpus source {src.name}: DICOM file {src.file} not found; `{sources.INSTALL_HINT}`.")
+    meta = sources.dicom_meta(str(path))
+    frames = sources.dicom_frames(str(path), src.frames)
+    out = []
+    for arr in frames:
+        if src.kind == "us":
+            img = _us_gray(arr)
+            img = np.clip(img / max(float(np.percentile(img, 99.5)), 0.2), 0.0, 1.0)
+        else:
+            raw = np.asarray(arr, dtype=np.float64)
+            raw = to_gray(raw) if raw.ndim == 3 else raw
+            if src.kind == "ct":
+                level, width = src.window
+                hu = raw * meta["slope"] + meta["intercept"]
+                img = np.clip((hu - (level - width / 2.0)) / width, 0.0, 1.0)
+            else:
+                if meta["photometric"] == "MONOCHROME1":
+                    raw = raw.max() - raw
+                lo, hi = np.percentile(raw, [0.5, 99.5])
+                img = np.clip((raw - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+        out.append(img)
+    return out
+
+
+def _source_images(src: CorpusSource) -> list[np.ndarray]:
+    """The full images (one per frame) of a source, float64 in [0, 1], resized to ``scale_side``.
+
+    Raises:
+        FileNotFoundError: when the image cannot be loaded offline.
+    """
+    if src.kind == "skimage":
+        img = sources.skimage_image(src.file)
+        if img is None:
+            raise FileNotFoundError(f"corpus source {src.name}: scikit-image image {src.file!r} is not available.")
+        images = [np.asarray(img, dtype=np.float64)]
+    else:
+        images = _dicom_images(src)
+    out = []
+    for img in images:
+        h, w = img.shape[:2]
+        if src.scale_side and min(h, w) > src.scale_side:
+            f = src.scale_side / min(h, w)
+            img = resize(img, (max(1, round(h * f)), max(1, round(w * f))))
+        out.append(img)
+    return out
+
+
+def _pick_crops(img: np.ndarray, count: int, size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """``count`` crop corners with structure: among 40 random candidates per crop, the first whose luminance has a
+    standard deviation >= 0.08 with at most 30 % near-black and 30 % near-white pixels, else the candidate with the
+    largest std.
+
+    Raises:
+        ValueError: when the image is smaller than one crop.
+    """
+    h, w = img.shape[:2]
+    if h < size or w < size:
+        raise ValueError(f"image of shape {img.shape[:2]} is smaller than one {size}x{size} crop.")
+    gray = to_gray(img)
+    out: list[tuple[int, int]] = []
+    for _ in range(count):
+        best, best_std = (0, 0), -1.0
+        for _ in range(40):
+            y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+            crop = gray[y : y + size, x : x + size]
+            std = float(crop.std())
+            flat = max(float((crop < 0.03).mean()), float((crop > 0.97).mean()))
+            if std >= 0.08 and flat <= 0.3 and (y, x) not in out:
+                best = (y, x)
+                break
+            if std > best_std:
+                best, best_std = (y, x), std
+        out.append(best)
+    return out
+
+
+def pseudo_mos(reference: np.ndarray, distorted: np.ndarray) -> float:
+    """The corpus pseudo-MOS (:data:`PSEUDO_MOS`): SSIM of the luminances, clipped to [0, 1].
+
+    Args:
+        reference: pristine image in [0, 1], ``(H, W)`` or ``(H, W, 3)``.
+        distorted: distorted image, same shape.
+
+    Returns:
+        A float in [0, 1] (1 for identical images).
+    """
+    from skimage.metrics import structural_similarity
+
+    ref, dis = to_gray(np.asarray(reference, np.float64)), to_gray(np.asarray(distorted, np.float64))
+    value = structural_similarity(
+        ref, dis, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0
+    )
+    return float(np.clip(value, 0.0, 1.0))
+
+
+def unique_items(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One item per image (the pristine crop is listed once per ladder in the datalist), first occurrence kept.
+
+    Args:
+        items: datalist items with an ``image`` key.
+
+    Returns:
+        New dicts, in the input order.
+    """
+    seen: set[str] = set()
+    out = []
+    for item in items:
+        key = str(item["image"])
+        if key not in seen:
+            seen.add(key)
+            out.append(dict(item))
+    return out
+
+
+def _u8(img: np.ndarray) -> np.ndarray:
+    """Quantise to the 8 bits the PNG stores, back as float64 in [0, 1]."""
+    return np.round(np.clip(img, 0.0, 1.0) * 255.0) / 255.0
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build_pretrain_corpus(
+    out_dir: str | os.PathLike,
+    seed: int = 0,
+    image_size: int = 128,
+    sources_: Sequence[CorpusSource] = CORPUS_SOURCES,
+    families: Mapping[str, Sequence[str]] | None = None,
+    levels: int = MAX_SEVERITY,
+    skip_missing: bool = True,
+    log: Callable[[str], None] | None = print,
+) -> Path:
+    """Build the pretraining corpus (see the module docstring).
+
+    Args:
+        out_dir: output folder (created; existing files with the same names are overwritten).
+        seed: seed of the crop positions and of the random distortions.
+        image_size: side of the square crops.
+        sources_: the sources (default :data:`CORPUS_SOURCES`).
+        families: distortion families per modality (default :data:`MODALITY_FAMILIES`).
+        levels: highest severity (1..5).
+        skip_missing: skip (and record in the manifest) sources that cannot be loaded offline, e.g. without
+            pydicom-data; otherwise raise.
+        log: progress printer (None = quiet).
+
+    Returns:
+        The path of ``datalist.json``.
+
+    Raises:
+        ValueError: when ``levels`` is outside 1..5, a modality has no families, or no source could be loaded.
+        FileNotFoundError: a missing source with ``skip_missing=False``.
+    """
+    if not 1 <= int(levels) <= MAX_SEVERITY:
+        raise ValueError(f"levels must be in 1..{MAX_SEVERITY}, got {levels}.")
+    families = dict(MODALITY_FAMILIES if families is None else families)
+    start = time.perf_counter()
+    out = Path(out_dir)
+    sections: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    used, missing = [], []
+    for src in sources_:
+        if src.split not in SPLITS:
+            raise ValueError(f"corpus source {src.name}: unknown split {src.split!r}.")
+        if src.modality not in families:
+            raise ValueError(f"corpus source {src.name}: no distortion families for modality {src.modality!r}.")
+        try:
+            images = _source_images(src)
+        except FileNotFoundError as err:
+            if not skip_missing:
+                raise
+            missing.append({"name": src.name, "file": src.file, "reason": str(err)})
+            continue
+        used.append({"name": src.name, "modality": src.modality, "split": src.split, "file": src.file})
+        for f_idx, img in enumerate(images):
+            rng = item_rng(seed, "crops", src.name, f_idx)
+            for c_idx, (y, x) in enumerate(_pick_crops(img, src.crops, image_size, rng)):
+                crop_name = f"{src.name}_f{f_idx}_c{c_idx}"
+                pristine = _u8(img[y : y + image_size, x : x + image_size])
+                folder = out / "images" / src.split / crop_name
+                pristine_path = folder / "pristine.png"
+                save_png(pristine_path, pristine)
+                base = {"modality": src.modality, "source": src.name, "crop": crop_name}
+                for family in families[src.modality]:
+                    ladder = f"{crop_name}/{family}"
+                    sections[src.split].append(
+                        {"image": pristine_path, "mos": 1.0, "ladder": ladder, "level": 0, "distortion": family, **base}
+                    )
+                    for level in range(1, int(levels) + 1):
+                        d_rng = item_rng(seed, "distort", crop_name, family, level)
+                        distorted = _u8(degrade(pristine, family, level, d_rng, spatial_scale=image_size / 128))
+                        path = folder / f"{family}_{level}.png"
+                        save_png(path, distorted)
+                        mos = round(pseudo_mos(pristine, distorted), 5)
+                        sections[src.split].append(
+                            {"image": path, "mos": mos, "ladder": ladder, "level": level, "distortion": family, **base}
+                        )
+        if log is not None:
+            log(f"  {src.name} ({src.modality}, {src.split}): {len(images)} frame(s) x {src.crops} crop(s)")
+    if not used:
+        raise ValueError(f"no corpus source could be loaded: {missing}")
+    sections = {k: v for k, v in sections.items() if v}
+    datalist = write_datalist(
+        out / "datalist.json",
+        {
+            "name": "monai_iqad pretraining corpus",
+            "description": "graded distortion ladders of real images shipped in PyPI packages; mos = " + PSEUDO_MOS,
+            "mos_range": {"source": [0.0, 1.0]},
+            **sections,
+        },
+        base_dir=Path.cwd(),
+    )
+    files = sorted(p for p in (out / "images").rglob("*.png"))
+    manifest = {
+        "seed": int(seed),
+        "image_size": int(image_size),
+        "levels": int(levels),
+        "pseudo_mos": PSEUDO_MOS,
+        "families": {k: list(v) for k, v in families.items()},
+        "sources": used,
+        "missing_sources": missing,
+        "counts": {k: len(v) for k, v in sections.items()},
+        "unique_images": len(files),
+        "build_seconds": round(time.perf_counter() - start, 1),
+        "sha256": {p.relative_to(out).as_posix(): _sha256(p) for p in [datalist, *files]},
+    }
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
+    if log is not None:
+        log(f"corpus: {len(files)} images, {manifest['counts']} items, {manifest['build_seconds']} s -> {out}")
+    return datalist
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# training dataset
+
+
+@functools.cache
+def _ssim_map(reference: str, distorted: str) -> np.ndarray:
+    """The SSIM map (float32, (H, W)) of a corpus image against its pristine (files read as 8-bit luminance)."""
+    from skimage.metrics import structural_similarity
+
+    ref = to_gray(np.asarray(Image.open(reference), np.float64) / 255.0)
+    dis = to_gray(np.asarray(Image.open(distorted), np.float64) / 255.0)
+    _, full = structural_similarity(
+        ref, dis, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0, full=True
+    )
+    return np.clip(full, 0.0, 1.0).astype(np.float32)
+
+
+class LadderPatchDataset(Randomizable, Dataset):
+    """Aligned patches of distortion ladders for ranking-aware training of a patch-wise quality network.
+
+    Item ``i`` = ladder ``i`` (all datalist items with the same ``ladder`` key): ``patches_per_ladder`` patch
+    positions are drawn (among 20 candidates each, preferring pristine patches whose luminance std is at least
+    ``min_std``), and every level of the ladder is cropped at each position. The item is a list of
+    ``levels * patches_per_ladder`` dicts (MONAI's ``list_data_collate`` flattens them into the batch):
+
+    - ``image``: ``(C, patch, patch)`` float32, the ladder image after ``preprocessing`` (e.g.
+      ``saqm_preprocessing(train=False)``: channels, scaling, local contrast normalisation of the whole image);
+    - ``mos``: the patch's pseudo-MOS in [0, 1], the mean of the SSIM map of the image against its pristine over the
+      patch (the image-level pseudo-MOS is the mean of the same map), 1 for the pristine;
+    - ``ladder``: an integer group id, unique per (ladder, position) within the item; ``level``: the severity.
+
+    Images are preprocessed once and kept in memory (float16). Random positions come from ``self.R``
+    (``set_random_state``; reseed per epoch with ``EpochSeedHandler`` for resumable runs).
+
+    Args:
+        data: datalist items (``image`` absolute paths, ``ladder``, ``level``; the level-0 item is the pristine).
+        preprocessing: callable on ``{"image": path}`` returning a dict whose ``image`` is ``(C, H, W)``.
+        patch_size: patch side.
+        patches_per_ladder: positions per ladder per item.
+        min_std: minimum luminance std of a pristine patch preferred as a position.
+
+    Raises:
+        ValueError: when a ladder has no level-0 item or its images differ in size, or ``data`` is empty.
+    """
+
+    def __init__(
+        self,
+        data: Sequence[Mapping[str, Any]],
+        preprocessing: Callable[[dict], Mapping[str, Any]],
+        patch_size: int = 32,
+        patches_per_ladder: int = 1,
+        min_std: float = 0.04,
+    ) -> None:
+        if not data:
+            raise ValueError("LadderPatchDataset needs at least one datalist item.")
+        ladders: dict[str, dict[int, str]] = {}
+        for item in data:
+            ladders.setdefault(str(item["ladder"]), {})[int(item["level"])] = str(item["image"])
+        self.ladders = [dict(sorted(levels.items())) for _, levels in sorted(ladders.items())]
+        self.names = sorted(ladders)
+        for name, levels in zip(self.names, self.ladders):
+            if 0 not in levels:
+                raise ValueError(f"ladder {name!r} has no level-0 (pristine) item.")
+        self.patch_size = int(patch_size)
+        self.patches_per_ladder = int(patches_per_ladder)
+        self.min_std = float(min_std)
+        self._images: dict[str, torch.Tensor] = {}
+        self._gray: dict[str, np.ndarray] = {}
+        for levels in self.ladders:
+            for path in levels.values():
+                if path not in self._images:
+                    self._images[path] = torch.as_tensor(preprocessing({"image": path})["image"]).to(torch.float16)
+            shapes = {tuple(self._images[p].shape[1:]) for p in levels.values()}
+            if len(shapes) != 1:
+                raise ValueError(f"ladder {levels[0]!r}: its images differ in size {sorted(shapes)}.")
+            pristine = levels[0]
+            if pristine not in self._gray:
+                self._gray[pristine] = to_gray(np.asarray(Image.open(pristine), np.float64) / 255.0)
+
+    def __len__(self) -> int:
+        return len(self.ladders)
+
+    def randomize(self, data: Any = None) -> None:
+        """Nothing to pre-draw: positions are drawn in ``__getitem__`` from ``self.R``."""
+
+    def _position(self, gray: np.ndarray) -> tuple[int, int]:
+        h, w = gray.shape
+        p = self.patch_size
+        best, best_std = (0, 0), -1.0
+        for _ in range(20):
+            y, x = int(self.R.randint(0, h - p + 1)), int(self.R.randint(0, w - p + 1))
+            std = float(gray[y : y + p, x : x + p].std())
+            if std >= self.min_std:
+                return y, x
+            if std > best_std:
+                best, best_std = (y, x), std
+        return best
+
+    def __getitem__(self, index: int) -> list[dict[str, Any]]:
+        levels = self.ladders[index]
+        pristine = levels[0]
+        p = self.patch_size
+        out = []
+        for j in range(self.patches_per_ladder):
+            y, x = self._position(self._gray[pristine])
+            group = index * self.patches_per_ladder + j
+            for level, path in levels.items():
+                patch = self._images[path][:, y : y + p, x : x + p].float()
+                mos = 1.0 if level == 0 else float(_ssim_map(pristine, path)[y : y + p, x : x + p].mean())
+                out.append(
+                    {
+                        "image": patch,
+                        "mos": torch.tensor(mos, dtype=torch.float32),
+                        "ladder": torch.tensor(group),
+                        "level": torch.tensor(level),
+                    }
+                )
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# command line
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m monai_iqad.data pretrain-corpus") -> int:
+    """Command line: ``pretrain-corpus OUT [--seed N] [--image-size N] [--strict]``.
+
+    Returns:
+        The exit status (0).
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    parser.add_argument("out", help="output folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--strict", action="store_true", help="fail when a source is missing (default: skip it)")
+    args = parser.parse_args(argv)
+    build_pretrain_corpus(args.out, seed=args.seed, image_size=args.image_size, skip_missing=not args.strict)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

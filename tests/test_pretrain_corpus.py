@@ -1,0 +1,216 @@
+"""The offline pretraining corpus (monai_iqad.demo.pretrain_corpus) and its new degradations, on tiny inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.data import DataLoader
+from skimage import data as skdata
+from skimage.metrics import structural_similarity
+
+from monai_iqad.data import load_datalist
+from monai_iqad.demo.pretrain_corpus import (
+    CORPUS_SOURCES,
+    MODALITY_FAMILIES,
+    CorpusSource,
+    LadderPatchDataset,
+    build_pretrain_corpus,
+    pseudo_mos,
+    unique_items,
+)
+from monai_iqad.transforms import saqm_preprocessing
+from monai_iqad.transforms.degradations import (
+    banding,
+    gibbs_ringing,
+    jpeg2000_compress,
+    kspace_undersampling,
+    low_dose_ct,
+    poisson_noise,
+    resample,
+    rician_noise,
+)
+
+TINY_SOURCES = (
+    CorpusSource("nat_camera", "natural", "training", "skimage", "camera", 2, 128),
+    CorpusSource("ct_small", "CT", "test", "ct", "CT_small.dcm", 1, 0, window=(-600.0, 1500.0)),
+    CorpusSource("missing", "CT", "validation", "ct", "no_such_file.dcm", 1, 0),
+)
+TINY_FAMILIES = {"natural": ("gaussian_noise", "jpeg"), "CT": ("low_dose_ct",)}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("corpus")
+    build_pretrain_corpus(out, seed=3, image_size=64, sources_=TINY_SOURCES, families=TINY_FAMILIES, levels=3, log=None)
+    return out
+
+
+def test_layout_labels_and_splits(tiny):
+    manifest = json.loads((tiny / "manifest.json").read_text())
+    assert [m["name"] for m in manifest["missing_sources"]] == ["missing"]
+    train = load_datalist(tiny / "datalist.json", "training")
+    test = load_datalist(tiny / "datalist.json", "test")
+    # camera: 2 crops x 2 families x (pristine + 3 levels); CT_small: 1 crop x 1 family x 4
+    assert len(train) == 16 and len(test) == 4
+    assert {it["source"] for it in train} == {"nat_camera"} and {it["source"] for it in test} == {"ct_small"}
+    ladders: dict[str, list] = {}
+    for it in train + test:
+        ladders.setdefault(it["ladder"], []).append(it)
+    assert len(ladders) == 5
+    for members in ladders.values():
+        assert sorted(it["level"] for it in members) == [0, 1, 2, 3]
+        by_level = {it["level"]: it["mos"] for it in members}
+        assert by_level[0] == 1.0
+        assert by_level[1] > by_level[3]  # SSIM falls from the mildest to the strongest level
+        assert all(0.0 <= v <= 1.0 for v in by_level.values())
+    # the pristine image is listed once per ladder; unique_items keeps one
+    assert len(unique_items(train)) == 2 * (1 + 2 * 3)
+
+
+def test_manifest_checksums_and_determinism(tiny, tmp_path):
+    manifest = json.loads((tiny / "manifest.json").read_text())
+    for rel, digest in manifest["sha256"].items():
+        assert hashlib.sha256((tiny / rel).read_bytes()).hexdigest() == digest, rel
+    again = tmp_path / "again"
+    build_pretrain_corpus(
+        again, seed=3, image_size=64, sources_=TINY_SOURCES, families=TINY_FAMILIES, levels=3, log=None
+    )
+    assert json.loads((again / "manifest.json").read_text())["sha256"] == manifest["sha256"]
+    other = tmp_path / "other"
+    build_pretrain_corpus(
+        other, seed=4, image_size=64, sources_=TINY_SOURCES[:1], families=TINY_FAMILIES, levels=1, log=None
+    )
+    other_sha = json.loads((other / "manifest.json").read_text())["sha256"]
+    assert (
+        other_sha["images/training/nat_camera_f0_c0/gaussian_noise_1.png"]
+        != manifest["sha256"]["images/training/nat_camera_f0_c0/gaussian_noise_1.png"]
+    )
+
+
+def test_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no_such_file.dcm"):
+        build_pretrain_corpus(tmp_path, sources_=TINY_SOURCES[2:], families=TINY_FAMILIES, skip_missing=False, log=None)
+    with pytest.raises(ValueError, match="no corpus source"):
+        build_pretrain_corpus(tmp_path, sources_=TINY_SOURCES[2:], families=TINY_FAMILIES, log=None)
+    with pytest.raises(ValueError, match="levels"):
+        build_pretrain_corpus(tmp_path, levels=6, log=None)
+    with pytest.raises(ValueError, match="no distortion families"):
+        build_pretrain_corpus(tmp_path, sources_=TINY_SOURCES[:1], families={"CT": ("jpeg",)}, log=None)
+
+
+def test_default_sources_are_split_by_source_and_modality_aware():
+    names = [s.name for s in CORPUS_SOURCES]
+    assert len(names) == len(set(names))
+    files = {}
+    for s in CORPUS_SOURCES:  # a file never feeds two splits
+        assert files.setdefault(s.file, s.split) == s.split
+    assert {s.split for s in CORPUS_SOURCES} == {"training", "validation", "test"}
+    assert "rician_noise" in MODALITY_FAMILIES["MR"] and "speckle_noise" in MODALITY_FAMILIES["US"]
+    assert "low_dose_ct" in MODALITY_FAMILIES["CT"] and "rician_noise" not in MODALITY_FAMILIES["CT"]
+    test_modalities = {s.modality for s in CORPUS_SOURCES if s.split == "test"}
+    assert {"CT", "MR", "CR", "US"} <= test_modalities
+
+
+def test_pseudo_mos_is_ssim():
+    ref = skdata.camera()[:96, :96] / 255.0
+    dis = np.clip(ref + 0.1 * np.random.default_rng(0).standard_normal(ref.shape), 0, 1)
+    expected = structural_similarity(
+        ref, dis, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0
+    )
+    assert pseudo_mos(ref, dis) == pytest.approx(expected)
+    assert pseudo_mos(ref, ref) == pytest.approx(1.0)
+
+
+def test_ladder_patch_dataset(tiny):
+    train = load_datalist(tiny / "datalist.json", "training")
+    pre = saqm_preprocessing(train=False, mos_range=(0.0, 1.0))
+    ds = LadderPatchDataset(train, pre, patch_size=32, patches_per_ladder=2)
+    assert len(ds) == 4
+    ds.set_random_state(0)
+    item = ds[0]
+    assert len(item) == 2 * 4
+    assert item[0]["image"].shape == (3, 32, 32) and item[0]["image"].dtype == torch.float32
+    groups = [int(d["ladder"]) for d in item]
+    assert groups == [0] * 4 + [1] * 4
+    for g in range(2):
+        part = item[4 * g : 4 * g + 4]
+        assert [int(d["level"]) for d in part] == [0, 1, 2, 3]
+        assert float(part[0]["mos"]) == 1.0 and float(part[1]["mos"]) > float(part[3]["mos"])
+    ds.set_random_state(0)
+    again = ds[0]
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(item, again))
+    batch = next(iter(DataLoader(ds, batch_size=2, shuffle=False)))
+    assert batch["image"].shape == (2 * 2 * 4, 3, 32, 32) and batch["ladder"].shape == (16,)
+    with pytest.raises(ValueError, match="level-0"):
+        LadderPatchDataset([dict(it) for it in train if it["level"] != 0], pre)
+
+
+def test_cli_dispatch(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["python -m monai_iqad.data", "pretrain-corpus", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("monai_iqad.data", run_name="__main__")
+    assert exit_info.value.code == 0 and "pretrain-corpus" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the new degradations
+
+
+@pytest.fixture(scope="module")
+def gray() -> np.ndarray:
+    return (skdata.camera()[100:228, 100:228] / 255.0).astype(np.float64)
+
+
+def test_rician_noise_has_a_positive_floor(gray):
+    black = np.zeros((64, 64))
+    out = rician_noise(black, 0.05, np.random.default_rng(0))
+    # the magnitude of complex Gaussian noise is Rayleigh: mean sigma * sqrt(pi / 2)
+    assert out.mean() == pytest.approx(0.05 * np.sqrt(np.pi / 2), rel=0.05)
+    assert np.array_equal(rician_noise(gray, 0.0), gray)
+
+
+def test_poisson_noise_variance_follows_the_signal():
+    flat = np.full((128, 128), 0.5)
+    out = poisson_noise(flat, 100.0, np.random.default_rng(0))
+    assert out.var() == pytest.approx(0.5 / 100.0, rel=0.1)
+
+
+def test_low_dose_ct_noise_and_streak_amplitudes():
+    flat = np.full((96, 96), 0.5)
+    streaks = low_dose_ct(flat, 0.0, 0.05, np.random.default_rng(1)) - 0.5
+    noise = low_dose_ct(flat, 0.05, 0.0, np.random.default_rng(1)) - 0.5
+    assert streaks.std() == pytest.approx(0.05, rel=0.3)  # unit-variance profiles summed over views / sqrt(V)
+    assert noise.std() == pytest.approx(0.05, rel=0.05)  # renormalised correlated noise
+    # correlated noise: neighbouring pixels agree far more than for white noise
+    assert np.corrcoef(noise[:, :-1].ravel(), noise[:, 1:].ravel())[0, 1] > 0.3
+    assert np.array_equal(low_dose_ct(flat, 0.0, 0.0), flat)
+
+
+def test_gibbs_and_kspace_and_banding_and_resample(gray):
+    step = np.zeros((64, 64))
+    step[:, 32:] = 1.0
+    ringing = gibbs_ringing(step, 0.25)
+    assert ringing[:, 36:44].max() > 0.95 and ringing[:, 20:29].max() > 0.01  # overshoot/ripples next to the edge
+    assert np.array_equal(gibbs_ringing(gray, 1.0), gray)
+    under = kspace_undersampling(gray, 4.0, np.random.default_rng(0))
+    assert under.shape == gray.shape and np.abs(under - gray).mean() > 0.01
+    assert len(np.unique(banding(gray, 5))) <= 5
+    assert np.abs(resample(gray, 4.0) - gray).mean() > np.abs(resample(gray, 1.5) - gray).mean()
+    with pytest.raises(ValueError, match="levels"):
+        banding(gray, 1)
+
+
+def test_jpeg2000_round_trip(gray):
+    rgb = np.stack([gray, gray[::-1], gray.T], -1)
+    for img in (gray, rgb):
+        light, heavy = jpeg2000_compress(img, 6.0), jpeg2000_compress(img, 64.0)
+        assert light.shape == img.shape
+        assert np.abs(heavy - img).mean() > np.abs(light - img).mean() > 0
+    assert np.array_equal(jpeg2000_compress(gray, 1.0), gray)
