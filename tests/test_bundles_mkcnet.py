@@ -203,8 +203,12 @@ def test_inference_names_a_corrupt_image(trained, tmp_path):
     first = read_json(demo_dataset_dir(name) / "datalist.json")["test"][0]["image"]
     shutil.copy(demo_dataset_dir(name) / first, images / "a_good.png")
     (images / "b_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not a png at all" * 8)
+    # default on_error "skip": the readable image is scored, the unreadable one is listed in eval/errors.csv
+    _run(bundle, ["configs/inference.json"], "infer", input_dir=str(images), **TINY_INFER)
+    assert [Path(r["filename"]).name for r in _csv(bundle / "eval" / "inference.csv")] == ["a_good.png"]
+    assert [Path(r["filename"]).name for r in _csv(bundle / "eval" / "errors.csv")] == ["b_corrupt.png"]
     with pytest.raises(Exception) as info:
-        _run(bundle, ["configs/inference.json"], "infer", input_dir=str(images), **TINY_INFER)
+        _run(bundle, ["configs/inference.json"], "infer", input_dir=str(images), on_error="stop", **TINY_INFER)
     messages = [str(e) for e in _chain(info.value)]
     assert any("b_corrupt.png" in m for m in messages), f"the error does not name the file: {messages}"
 
