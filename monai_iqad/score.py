@@ -3,7 +3,7 @@
 ``monai-iqad score --metric {saqm,niqe,brisque,piqe,lapvar,blur} INPUT -o scores.csv [--workers N]
 [--on_error {stop,skip}] [--bundle DIR]``
 
-- ``INPUT``: a folder (searched recursively for PNG/JPEG/BMP/TIFF, DICOM and NIfTI files, see
+- ``INPUT``: one image, a folder (searched recursively for PNG/JPEG/BMP/TIFF, DICOM and NIfTI files, see
   :func:`monai_iqad.data.find_images`), a text file with one image path per line (relative paths are relative to the
   list's folder; blank lines and ``#`` comments are ignored), or a datalist JSON (``--key`` section; default the first
   of ``test``, ``validation``, ``training`` present; MOS values are not needed). A datalist item's ``frame``/``slice``
@@ -69,8 +69,12 @@ def default_bundle() -> Path:
 
 
 def _read_list(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a text file list (one image path per line), nor an image or datalist") from e
     items = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             p = Path(line).expanduser()
@@ -94,6 +98,10 @@ def read_input(path: str | os.PathLike, key: str | None = None) -> tuple[list[di
         return find_images(p)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: input not found (expected a folder, a text file list or a datalist JSON)")
+    from monai_iqad.data.image_io import DICOM_SUFFIXES, NIFTI_SUFFIXES, PIL_SUFFIXES
+
+    if p.name.lower().endswith(PIL_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES):
+        return [{"image": os.fspath(p)}], []  # a single image
     if p.suffix.lower() != ".json":
         return _read_list(p), []
     with open(p, encoding="utf-8") as f:
@@ -380,6 +388,9 @@ def run_score(args: argparse.Namespace) -> int:
     )
     if scores:
         print(f"  mean {sum(scores) / len(scores):.4g}, min {min(scores):.4g}, max {max(scores):.4g}")
+    undefined = len(rows) - len(errors) - len(scores)
+    if undefined:
+        print(f"  {undefined} score(s) undefined (nan: e.g. a constant image)")
     for r in errors[:10]:
         print(f"  error: {r['image']}: {r['error']}")
     if len(errors) > 10:

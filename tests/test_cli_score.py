@@ -81,11 +81,24 @@ def test_file_list_datalist_workers_and_stop(mixed, tmp_path, capsys):
     assert main(["score", "--metric", "piqe", str(mixed / "missing"), "-o", str(stop)]) == 2
 
 
+def test_constant_image_is_a_nan_row_not_an_error(tmp_path, capsys):
+    Image.fromarray(np.full((128, 128), 90, dtype=np.uint8)).save(tmp_path / "flat.png")
+    out = tmp_path / "s.csv"
+    assert main(["score", "--metric", "niqe", str(tmp_path / "flat.png"), "-o", str(out), "--no-progress"]) == 0
+    row = _rows(out)["flat.png"]
+    assert row["score"] == "nan" and row["error"] == ""
+    assert "1 score(s) undefined" in capsys.readouterr().out
+
+
 def test_read_input_datalist_without_section(tmp_path):
     bad = tmp_path / "d.json"
     bad.write_text(json.dumps({"other": []}))
     with pytest.raises(ValueError, match="none of the sections"):
         read_input(bad)
+    binary = tmp_path / "scores.bin"
+    binary.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ValueError, match="not a text file list"):
+        read_input(binary)
 
 
 def test_default_bundle_is_a_checkout_bundle():
