@@ -826,6 +826,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny width and shapes, one round (smoke test)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"results file (default {DEFAULT_OUTPUT})")
     parser.add_argument("--rounds", type=int, default=None, help="timed epoch rounds (default 3, quick 1)")
+    parser.add_argument("--configs", nargs="+", choices=CONFIGS, help="a subset of the configurations (with vanilla)")
+    parser.add_argument("--image-size", type=int, default=None, help="image side (default 128, quick 32)")
+    parser.add_argument("--part-reps", type=int, default=None, help="timed runs of the per-part split (default 5)")
+    parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
     parser.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
     parser.add_argument(
         "--threads", type=int, default=None, help="torch intra-op threads (default: torch's default, all cores)"
@@ -839,6 +843,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = QUICK if args.quick else FULL
     if args.rounds is not None:
         cfg = Config(**{**cfg.__dict__, "rounds": max(1, args.rounds)})
+    if args.image_size is not None:
+        cfg = Config(**{**cfg.__dict__, "image_size": args.image_size})
+    if args.part_reps is not None:
+        cfg = Config(**{**cfg.__dict__, "part_reps": max(1, args.part_reps)})
+    if args.no_rss:
+        cfg = Config(**{**cfg.__dict__, "rss": False})
+    if args.configs:
+        selected = tuple(n for n in CONFIGS if n == "vanilla" or n in args.configs)
+        globals().update(CONFIGS=selected, FP32_CONFIGS=tuple(n for n in selected if not n.endswith(BF16)))
 
     def log(msg: str) -> None:
         print(f"[mkcnet_cost] {msg}", file=sys.stderr, flush=True)

@@ -404,6 +404,7 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
                 _, loss_meta = self._meta_loss(engine, batch, fast, quirks=True)
                 phi_grads = torch.autograd.grad(loss_meta, batch.phis, allow_unused=True)
             else:
+                del grads, terms, logits  # no θ-sized copy beyond θ̃ stays alive (peak memory)
                 fast = {n: t.detach().requires_grad_(True) for n, t in fast.items()}
                 if self.meta_gradient == "forward_mode":
                     point = {n: p.detach() for n, p in zip(names, thetas)}
@@ -459,10 +460,13 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
         """
         primary, loss_meta = self._meta_loss(engine, batch, fast, quirks=True)
         v = torch.autograd.grad(primary, [fast[n] for n in batch.names], allow_unused=True)
-        tangents = {  # u = α ⊙ v, per parameter group
-            n: torch.zeros_like(point[n]) if g is None else lr * g.to(point[n].dtype)
+        if isinstance(fast, dict):
+            fast.clear()  # θ̃ is not needed any more: free it before the forward-mode pass (peak memory)
+        tangents = {  # u = α ⊙ v, per parameter group, in v's storage
+            n: torch.zeros_like(point[n]) if g is None else g.to(point[n].dtype).mul_(lr)
             for n, g, lr in zip(batch.names, v, batch.lrs)
         }
+        del v
         if average_tangents and get_world_size() > 1:
             for t in tangents.values():
                 dist.all_reduce(t, op=dist.ReduceOp.SUM)
