@@ -511,3 +511,24 @@ def test_evaluator_bfloat16_autocast():
     assert full["diagnosis"].dtype == half["diagnosis"].dtype == torch.float32  # cast back for the metrics
     assert not torch.equal(full["diagnosis"], half["diagnosis"])  # autocast ran
     assert torch.allclose(full["diagnosis"], half["diagnosis"], atol=0.1)
+
+
+def test_all_loss_terms_logged_without_a_key_list():
+    from monai_iqad.handlers import output_scalars
+
+    net, meta = _nets()
+    trainer = MetaAuxiliaryTrainer(
+        "cpu",
+        1,
+        DataLoader(_data(2), batch_size=2),
+        net,
+        torch.optim.SGD(net.parameters(), 0.01),
+        meta,
+        torch.optim.SGD(meta.parameters(), 0.01),
+        schedule="iteration",
+    )
+    trainer.run()  # decollated: one dict per sample
+    logged = output_scalars(prefix="train/")(trainer.state.output)
+    names = {"loss", "loss_d", "loss_q", "loss_aux", "loss_meta", "entropy"}
+    assert set(logged) == {f"train/{n}" for n in names}  # not the labels, the quality grade, stage or the logits
+    assert logged["train/loss_meta"] > 0
