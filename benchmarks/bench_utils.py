@@ -112,10 +112,13 @@ def command_line(script: str, args: Any) -> str:
     parts = [f"python benchmarks/{script}.py"]
     if getattr(args, "quick", False):
         parts.append("--quick")
-    for option in ("threads", "rounds"):
+    for option in ("threads", "rounds", "image_size", "part_reps", "configs", "device"):
         value = getattr(args, option, None)
-        if value is not None:
-            parts.append(f"--{option} {value}")
+        if value is not None and value is not False:
+            value = " ".join(value) if isinstance(value, (list, tuple)) else value
+            parts.append(f"--{option.replace('_', '-')} {value}")
+    if getattr(args, "no_rss", False):
+        parts.append("--no-rss")
     return " ".join(parts)
 
 

@@ -776,7 +776,7 @@ def report(
             "peak RSS delta = peak RSS (`VmHWM`) minus the RSS after setup and a small warm-up, one epoch in a fresh "
             "1-thread subprocess. "
             if rss is not None
-            else "peak RSS: skipped in --quick. "
+            else "peak RSS: not measured (--quick or --no-rss). "
         )
         + "See the script docstring.",
         f"- Forward FLOPs per image (analytic, 2 x MACs of conv/linear layers): at the benchmark configuration "
