@@ -157,6 +157,8 @@ def demo_dataset_dir(name: str) -> Path:
     root = SCRATCH / "demo" / name
     bundle = copy_bundle(name, root / "bundle")
     data = root / "demo_data"
+    # a bundle that builds a corpus (medical_saqm_iqa) builds its few-second "tiny" preset here
+    extra = {"corpus_preset": "tiny"} if "corpus_preset" in read_json(bundle / "configs" / "train.json") else {}
     workflow = ConfigWorkflow(
         config_file=str(bundle / "configs" / "train.json"),
         workflow_type=None,
@@ -164,6 +166,7 @@ def demo_dataset_dir(name: str) -> Path:
         bundle_root=str(bundle),
         dataset_dir=str(data),
         build_demo_data=True,
+        **extra,
     )
     workflow.initialize()
     if not (data / "datalist.json").is_file():
@@ -193,7 +196,7 @@ def train_configs(name: str, bundle: Path | None = None) -> list[str]:
     then the demo overlay when the bundle has one."""
     bundle = bundle or bundle_dir(name)
     configs = ["configs/train.json"]
-    if bundle_kind(name) == "saqm":
+    if bundle_kind(name) == "saqm" and (bundle / "configs" / "semi_supervised_da.json").is_file():
         configs.append("configs/semi_supervised_da.json")
     if (bundle / "configs" / "demo.json").is_file():
         configs.append("configs/demo.json")

@@ -1,5 +1,8 @@
 """End-to-end runs of every SAQM bundle config on tiny demo data, in temporary copies of the bundle.
 
+The pretrained ``medical_saqm_iqa`` bundle: its shipped weights, folder inference with them right after clone, and a
+tiny pretraining run (ranking loss on) plus evaluation on the "tiny" corpus preset.
+
 Training in the paper's four configurations (``train.json`` = target only, ``source_only.json``,
 ``unsupervised_da.json``, ``semi_supervised_da.json``), ``evaluate.json`` and ``inference.json`` (folder and datalist),
 each as a MONAI ``ConfigWorkflow`` (initialize, property check, run, finalize), with width 1/16, 4 patches per
@@ -29,7 +32,10 @@ from bundle_testing import (
 
 from monai_iqad.utils import as_bool
 
-BUNDLES = saqm_bundles()
+#: the SAQM bundles with the paper's domain-adaptation configurations (the pretrained medical bundle is tested below)
+BUNDLES = [n for n in saqm_bundles() if (bundle_dir(n) / "configs" / "semi_supervised_da.json").is_file()]
+MEDICAL = "medical_saqm_iqa"
+HAS_MEDICAL = (bundle_dir(MEDICAL) / "configs").is_dir()
 pytestmark = [
     pytest.mark.skipif(not BUNDLES, reason="no SAQM bundle in bundles/"),
     pytest.mark.usefixtures("one_thread"),
@@ -206,3 +212,90 @@ def test_readme_commands_use_existing_configs(name):
         "monai_iqad.data.converters md72",
     ):
         assert needed in readme, f"README lacks {needed!r}"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the pretrained medical bundle
+
+medical = pytest.mark.skipif(not HAS_MEDICAL, reason=f"no {MEDICAL} bundle")
+
+
+def _shipped_model() -> Path:
+    path = bundle_dir(MEDICAL) / "models" / "model.pt"
+    if not path.is_file():
+        pytest.skip(f"{path} is not in this checkout")
+    return path
+
+
+@medical
+def test_medical_shipped_weights():
+    """The shipped fp32 state dict is at most 25 MB, loads strictly (weights_only) into the inference network and
+    its sha256 is the one the README records."""
+    import hashlib
+
+    from monai.bundle import ConfigParser
+
+    path = _shipped_model()
+    assert path.stat().st_size <= 25 * 2**20
+    parser = ConfigParser()
+    parser.read_config(str(bundle_dir(MEDICAL) / "configs" / "inference.json"))
+    net = parser.get_parsed_content("network_def")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    net.load_state_dict(state)
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digest in (bundle_dir(MEDICAL) / "docs" / "README.md").read_text(encoding="utf-8")
+
+
+@medical
+def test_medical_inference_after_clone_ranks_distortions(tmp_path):
+    """``inference.json`` with the shipped weights scores a folder; heavy noise and blur score below the original."""
+    import numpy as np
+    from PIL import Image
+    from scipy import ndimage
+    from skimage import data as skdata
+
+    model = _shipped_model()
+    bundle = copy_bundle(MEDICAL, tmp_path / MEDICAL)
+    shutil.copy2(model, bundle / "models" / "model.pt")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    clean = skdata.camera()[96:224, 160:288].astype(np.float64) / 255.0
+    noisy = np.clip(clean + 0.15 * np.random.default_rng(0).standard_normal(clean.shape), 0, 1)
+    blurred = ndimage.gaussian_filter(clean, 3.0)
+    for name, img in (("a_clean", clean), ("b_noisy", noisy), ("c_blurred", blurred)):
+        Image.fromarray(np.round(img * 255).astype(np.uint8)).save(folder / f"{name}.png")
+    _run(bundle, ["configs/inference.json"], {"input_dir": str(folder), "num_workers": 0}, "infer")
+    rows = _rows(bundle / "eval" / "scores.csv")
+    scores = {Path(r["filename"]).stem: float(r["score"]) for r in rows}
+    assert sorted(scores) == ["a_clean", "b_noisy", "c_blurred"]
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
+    assert scores["a_clean"] > scores["b_noisy"] and scores["a_clean"] > scores["c_blurred"], scores
+
+
+@medical
+@pytest.mark.slow
+def test_medical_pretrain_and_evaluate_tiny(tmp_path):
+    """``train.json`` + ``pretrain.json`` on the tiny corpus: one epoch with the ranking loss, a model.pt, then
+    ``evaluate.json`` writes metrics and one prediction per unique test image."""
+    bundle = copy_bundle(MEDICAL, tmp_path / MEDICAL)
+    overrides = {
+        "dataset_dir": str(demo_dataset_dir(MEDICAL)),
+        "build_demo_data": False,
+        "width": 0.0625,
+        "max_epochs": 1,
+        "time_limit_s": 600,
+        "batch_size": 4,
+    }
+    workflow = _run(bundle, ["configs/train.json", "configs/pretrain.json"], overrides)
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    out = trainer.state.output[0] if isinstance(trainer.state.output, list) else trainer.state.output
+    assert trainer.ranking_loss is not None and float(out["loss_rank"]) > 0
+    assert (bundle / "models" / "model.pt").is_file() and (bundle / "models" / "checkpoint.pt").is_file()
+    _run(bundle, ["configs/train.json", "configs/evaluate.json"], {**overrides, "num_threads": 1})
+    text = (bundle / "eval" / "metrics.csv").read_text(encoding="utf-8")
+    assert re.search(r"^srocc\b", text, re.M) and re.search(r"^plcc\b", text, re.M)
+    test_items = read_json(demo_dataset_dir(MEDICAL) / "datalist.json")["test"]
+    rows = _rows(bundle / "eval" / "predictions.csv")
+    assert len(rows) == len({d["image"] for d in test_items})
+    assert all(0.0 <= float(r["score"]) <= 1.0 for r in rows)

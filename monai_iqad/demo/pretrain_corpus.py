@@ -54,6 +54,8 @@ from .utils import item_rng, resize, save_png, to_gray
 
 __all__ = [
     "CORPUS_SOURCES",
+    "TINY_CORPUS_SOURCES",
+    "corpus_preset",
     "MODALITY_FAMILIES",
     "PSEUDO_MOS",
     "CorpusSource",
@@ -150,7 +152,26 @@ CORPUS_SOURCES: tuple[CorpusSource, ...] = (
     CorpusSource("nat_chelsea", "natural", "test", "skimage", "chelsea", 1, 0),
 )
 
+#: A few-second corpus for tests and smoke runs (one crop of three sources that need no pydicom-data).
+TINY_CORPUS_SOURCES: tuple[CorpusSource, ...] = (
+    CorpusSource("nat_astronaut", "natural", "training", "skimage", "astronaut", 1, 256),
+    CorpusSource("nat_coffee", "natural", "validation", "skimage", "coffee", 1, 256),
+    CorpusSource("ct_thorax_small", "CT", "test", "ct", "CT_small.dcm", 1, 0, window=(-600.0, 1500.0)),
+)
+
 SPLITS = ("training", "validation", "test")
+
+
+def corpus_preset(name: str) -> tuple[CorpusSource, ...]:
+    """The sources of a named corpus: ``"full"`` (:data:`CORPUS_SOURCES`) or ``"tiny"`` (:data:`TINY_CORPUS_SOURCES`).
+
+    Raises:
+        ValueError: for another name.
+    """
+    presets = {"full": CORPUS_SOURCES, "tiny": TINY_CORPUS_SOURCES}
+    if name not in presets:
+        raise ValueError(f"unknown corpus preset {name!r}; expected one of {sorted(presets)}.")
+    return presets[name]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
