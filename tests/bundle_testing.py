@@ -61,10 +61,14 @@ def bundle_dir(name: str) -> Path:
 
 
 def bundle_kind(name: str) -> str | None:
-    """``"saqm"`` or ``"mkcnet"`` from the bundle's ``network_def``."""
+    """``"saqm"`` or ``"mkcnet"`` from the bundle's ``network_def``; ``"saqm_pretrained"`` for a SAQM bundle without
+    the paper's domain-adaptation configurations (``medical_saqm_iqa``: no domain head, its own tests)."""
     from monai_iqad.label.bundles import bundle_kind as _kind
 
-    return _kind(bundle_dir(name))
+    kind = _kind(bundle_dir(name))
+    if kind == "saqm" and not (bundle_dir(name) / "configs" / "semi_supervised_da.json").is_file():
+        return "saqm_pretrained"
+    return kind
 
 
 def saqm_bundles() -> list[str]:
