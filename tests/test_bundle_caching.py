@@ -4,6 +4,8 @@ that do not fit in memory) swaps each of them for a ``PersistentDataset`` that w
 
 from __future__ import annotations
 
+import io
+import sys
 from typing import Any
 
 import pytest
@@ -44,14 +46,16 @@ def _value(config: dict, value: Any) -> Any:
 @pytest.mark.parametrize("name", BUNDLES)
 def test_cache_settings_are_config_ids(name):
     """Each ``CacheDataset`` spells out ``cache_rate``, ``num_workers`` and ``progress`` (literals are ids too:
-    ``--train#dataset#cache_rate 0.2``), the progress bar is on, and the overlay swaps every one of them."""
+    ``--train#dataset#cache_rate 0.2``), the progress bar follows the console (on in a terminal, off in logs and
+    on other ranks), and the overlay swaps every one of them."""
     train = read_json(bundle_dir(name) / "configs" / "train.json")
     datasets = _cache_datasets(train)
     assert datasets, f"{name}: train.json has no CacheDataset"
     for where, ds in datasets.items():
         missing = [k for k in CACHE_KEYS if k not in ds]
         assert not missing, f"{name}: {where} lacks {missing} (MONAI's defaults: all, 1 worker, silent)"
-        assert _value(train, ds["progress"]) is True, f"{name}: {where} progress must be on"
+        progress = _value(train, ds["progress"])
+        assert progress == "$monai_iqad.utils.console_is_interactive()", f"{name}: {where} progress {progress!r}"
         rate = _value(train, ds["cache_rate"])
         assert isinstance(rate, (int, float)) and 0 <= rate <= 1, f"{name}: {where} cache_rate {rate!r}"
     overlay = bundle_dir(name) / "configs" / "persistent_cache.json"
@@ -98,3 +102,21 @@ def test_persistent_cache_overlay_writes_to_cache_dir(name, tmp_path):
         written = set(cache.rglob("*.pt")) - before
         assert len(written) == 1 and all(str(cache) in str(p) for p in written), f"{key}: wrote {written}"
     assert workflow.check_properties() == []
+
+
+def test_console_is_interactive_follows_stderr(monkeypatch):
+    """Progress bars only on a terminal: a pipe or log file turns them off."""
+    from monai_iqad.utils import console_is_interactive
+
+    class _Stream(io.StringIO):
+        def __init__(self, tty: bool) -> None:
+            super().__init__()
+            self._tty = tty
+
+        def isatty(self) -> bool:
+            return self._tty
+
+    monkeypatch.setattr(sys, "stderr", _Stream(True))
+    assert console_is_interactive() is True
+    monkeypatch.setattr(sys, "stderr", _Stream(False))
+    assert console_is_interactive() is False

@@ -55,7 +55,8 @@ KILL_OVERLAY = {
 START_OVERLAY = {
     "run": [
         f"$@train#trainer.add_event_handler({_EVENTS}.STARTED, lambda engine: torch.save("
-        "{'network': getattr(@network, 'module', @network).state_dict(), 'optimizer_state': len(@optimizer.state)}, "
+        "{'network': getattr(@network, 'module', @network).state_dict(), "
+        "'optimizer_state': len(@train#trainer.optimizer.state)}, "
         "os.path.join(@ckpt_dir, 'start_state.pt')))",
         "$@train#trainer.run()",
     ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .config import as_bool
+from .config import as_bool, console_is_interactive
 from .dist import (
     all_reduce_gradients,
     average_buffers,

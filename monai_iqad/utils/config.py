@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-__all__ = ["as_bool"]
+from .dist import is_rank0
+
+__all__ = ["as_bool", "console_is_interactive"]
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0", "none", ""}
@@ -37,3 +40,12 @@ def as_bool(value: Any) -> bool:
         if text in _FALSE:
             return False
     raise ValueError(f"expected a boolean flag (true/false, yes/no, on/off, 1/0), got {value!r}.")
+
+
+def console_is_interactive() -> bool:
+    """Whether progress bars belong on this process's console: stderr is a terminal and this is rank 0.
+
+    Bundles write ``"cache_progress": "$monai_iqad.utils.console_is_interactive()"`` so caching progress bars show
+    in a terminal but never fill log files, CI output or the other ranks of a ``torchrun`` job.
+    """
+    return sys.stderr.isatty() and is_rank0()
