@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from monai.data import MetaTensor
 from PIL import Image
 from reliability_testing import run_bundle_cli, tiny_saqm_run_args
 
@@ -27,6 +29,7 @@ from monai_iqad.data.datalist import (
     list_images,
 )
 from monai_iqad.data.image_io import ImageReadError
+from monai_iqad.transforms.intensity import EnsureChannels, EnsureClassLabel, NormalizeMOS
 from monai_iqad.utils import errors
 from monai_iqad.utils.errors import EmptyDataError, FileWriteError, MonaiIqadError
 from monai_iqad.utils.io import atomic_write, atomic_write_text, remove_stale_temporaries
@@ -60,6 +63,21 @@ def test_find_project_error_unwraps_monai_config_and_transform_wrappers():
     except RuntimeError as outer:
         assert errors.find_project_error(outer) is inner
     assert errors.find_project_error(RuntimeError("not ours")) is None
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: EnsureClassLabel(3, label_name="diagnosis")(5, name="img.png"),
+        lambda: NormalizeMOS((0, 9))(42.0, name="img.png"),
+        lambda: EnsureChannels(3)(MetaTensor(torch.zeros(2, 8, 8), meta={"filename_or_obj": "img.png"})),
+    ],
+    ids=["label_out_of_range", "mos_out_of_range", "wrong_channel_count"],
+)
+def test_data_errors_of_transforms_are_project_errors(call):
+    """Bad labels, MOS and channel counts found by transforms reach the bundle excepthook as one message."""
+    with pytest.raises(MonaiIqadError, match="img.png"):
+        call()
 
 
 def test_find_project_error_reads_dataloader_worker_text():

@@ -17,6 +17,8 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
+from monai_iqad.utils.errors import InputError
+
 __all__ = [
     "LocalContrastNormalize",
     "LocalContrastNormalized",
@@ -85,13 +87,13 @@ def stored_value_range(meta: Mapping[str, Any], default_bits: int = 8) -> tuple[
     signed data, mapped through ``slope * x + intercept`` when the meta records a rescale.
 
     Raises:
-        ValueError: rescaled data with an unknown bit depth (naming the file).
+        InputError: rescaled data with an unknown bit depth (naming the file); a ``ValueError``.
     """
     bits = _scalar(meta.get("bits_stored"))
     rescale = meta.get("rescale")
     if not bits:
         if rescale:
-            raise ValueError(
+            raise InputError(
                 f"{meta.get('filename_or_obj', '<image>')}: rescaled values with an unknown stored bit depth; "
                 "pass bits= explicitly or use a window (HUWindowd)"
             )
@@ -134,10 +136,10 @@ class EnsureChannels(Transform):
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         """``(C, H, W)`` → ``(num_channels, H, W)``."""
         if img.ndim != 3:
-            raise ValueError(f"{image_name(img)}: expected a (C, H, W) image, got shape {tuple(img.shape)}")
+            raise InputError(f"{image_name(img)}: expected a (C, H, W) image, got shape {tuple(img.shape)}")
         c = int(img.shape[0])
         if c not in (1, 3):
-            raise ValueError(
+            raise InputError(
                 f"{image_name(img)}: unsupported number of channels {c} (expected 1 or 3, shape {tuple(img.shape)})"
             )
         if c == 3 and (self.num_channels == 1 or self.source_to_gray):
@@ -263,7 +265,7 @@ class RequireMinSize(Transform):
     """Fail clearly when an image is smaller than ``min_size`` (e.g. one 32×32 patch); returns it unchanged.
 
     Raises:
-        ValueError: naming the file and both sizes.
+        InputError: naming the file and both sizes (a ``ValueError``).
     """
 
     def __init__(self, min_size: int | Sequence[int]) -> None:
@@ -272,7 +274,7 @@ class RequireMinSize(Transform):
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         spatial = tuple(int(s) for s in img.shape[1:])
         if len(spatial) != len(self.min_size) or any(s < m for s, m in zip(spatial, self.min_size)):
-            raise ValueError(
+            raise InputError(
                 f"{image_name(img)}: image of size {spatial} is smaller than the minimum {self.min_size} "
                 "(e.g. one patch)"
             )
@@ -319,12 +321,12 @@ class NormalizeMOS(Transform):
         try:
             value = float(_scalar(mos)) if mos is not None else math.nan
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{name}: MOS is not a number ({mos!r})") from e
+            raise InputError(f"{name}: MOS is not a number ({mos!r})") from e
         if math.isnan(value):
             return torch.tensor(math.nan, dtype=torch.float32)
         slack = self.tolerance * (self.hi - self.lo)
         if not self.lo - slack <= value <= self.hi + slack:
-            raise ValueError(
+            raise InputError(
                 f"{name}: MOS {value} outside mos_range ({self.lo}, {self.hi}) (tolerance {self.tolerance:g} of the "
                 "range); check the dataset's mos_range"
             )
@@ -366,7 +368,7 @@ class EnsureClassLabel(Transform):
     """Check an integer class label against ``num_classes`` and return it as a 0-d ``torch.long`` tensor.
 
     Raises:
-        ValueError: not an integer, or outside ``[0, num_classes)`` (naming the image).
+        InputError: not an integer, or outside ``[0, num_classes)`` (naming the image); a ``ValueError``.
     """
 
     def __init__(self, num_classes: int | None = None, label_name: str = "label") -> None:
@@ -376,11 +378,11 @@ class EnsureClassLabel(Transform):
     def __call__(self, label: Any, name: str = "<image>") -> torch.Tensor:
         value = _scalar(label)
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value).is_integer():
-            raise ValueError(f"{name}: {self.label_name} must be an integer class index, got {label!r}")
+            raise InputError(f"{name}: {self.label_name} must be an integer class index, got {label!r}")
         value = int(value)
         if value < 0 or (self.num_classes is not None and value >= self.num_classes):
             bound = f"[0, {self.num_classes - 1}]" if self.num_classes is not None else ">= 0"
-            raise ValueError(f"{name}: {self.label_name} {value} out of range {bound}")
+            raise InputError(f"{name}: {self.label_name} {value} out of range {bound}")
         return torch.tensor(value, dtype=torch.long)
 
 
@@ -445,7 +447,7 @@ class LocalContrastNormalize(Transform):
         x = torch.as_tensor(img, dtype=torch.float32)
         plain = x.as_tensor() if isinstance(x, MetaTensor) else x
         if plain.ndim != 3:
-            raise ValueError(
+            raise InputError(
                 f"LocalContrastNormalize expects (C, H, W), got shape {tuple(plain.shape)} ({image_name(img)})."
             )
         k, r = self.kernel_size, self.kernel_size // 2
