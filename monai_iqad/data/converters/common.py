@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ __all__ = [
     "finish_splits",
     "labels_from_split",
     "convert_mkcnet_splits",
+    "convert_mkcnet_splits_if_present",
+    "mkcnet_converter",
     "IMAGE_SUFFIXES",
 ]
 
@@ -330,3 +332,85 @@ def convert_mkcnet_splits(
     sections = finish_splits(sections, val_fraction, holdout_fraction, seed, mirror_test_as_validation=True)
     out = Path(out_path) if out_path is not None else ds_dir / "datalist.json"
     return write_datalist(out, {"name": info.official_name, "dataset": info.name, **sections})
+
+
+def convert_mkcnet_splits_if_present(
+    dataset: str | IQADDatasetInfo,
+    root: str | os.PathLike,
+    out_path: str | os.PathLike | None = None,
+    split_dir: str | os.PathLike | None = None,
+    **kwargs: Any,
+) -> Path | None:
+    """:func:`convert_mkcnet_splits` when ``split_dir`` is given or the dataset folder holds ``train.txt``.
+
+    For converters that accept a second, dataset-specific layout. ``kwargs`` go to :func:`convert_mkcnet_splits`.
+
+    Returns:
+        The datalist path, or None when there are no MKCNet split files (the caller tries its other layout).
+
+    Raises:
+        ConversionError: ``root`` is not a folder, or as :func:`convert_mkcnet_splits`.
+    """
+    info = get_dataset_info(dataset)
+    ds_dir = find_dataset_dir(root, info)
+    if split_dir is None and not has_split_files(ds_dir):
+        return None
+    return convert_mkcnet_splits(info, root, out_path, split_dir=split_dir, **kwargs)
+
+
+_MKCNET_CONVERTER_DOC = """Write the {display} datalist from the official MKCNet split files.
+
+    Args:
+        root: data root holding ``{folder}/`` or ``{display}/`` (or that folder itself).
+        out_path: output JSON (default ``<dataset folder>/datalist.json``).
+        split_dir: folder of the split files if they are not next to the images (e.g. ``dataset_splits/{display}``).
+        image_root: folder the ``Images/...`` paths are relative to (default: the dataset folder).
+        val_fraction: used only when there is no ``val.txt``.
+        seed: seed of that carving.
+        check_files: check that every image exists.
+
+    Returns:
+        The datalist path.
+
+    Raises:
+        ConversionError: missing split file or image, malformed row, label out of range.
+    """
+
+
+def mkcnet_converter(
+    dataset: str, module: str, doc: str | None = None, fallback: Callable[..., Path] | None = None
+) -> Callable[..., Path]:
+    """Build the public ``convert_<dataset>(root, out_path, split_dir, image_root, val_fraction, seed, check_files)``
+    of a dataset laid out as MKCNet split files, optionally with a second layout.
+
+    Args:
+        dataset: key of :data:`monai_iqad.data.IQAD_DATASETS` (``"eyeq"``, ``"iqad_ct"``...).
+        module: ``__name__`` of the module that exposes the function (its ``__module__``, for pickling and docs).
+        doc: the function's docstring; default: the split-files docstring naming the dataset's folder names.
+        fallback: ``fallback(root, out_path, image_root, val_fraction, seed, check_files) -> Path`` converting the
+            dataset's other layout when there is no ``split_dir`` and the dataset folder has no ``train.txt``;
+            None: split files only (a missing ``train.txt`` raises :class:`ConversionError`).
+    """
+    info = get_dataset_info(dataset)
+
+    def convert(
+        root: str | os.PathLike,
+        out_path: str | os.PathLike | None = None,
+        split_dir: str | os.PathLike | None = None,
+        image_root: str | os.PathLike | None = None,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        check_files: bool = True,
+    ) -> Path:
+        splits = dict(split_dir=split_dir, image_root=image_root, val_fraction=val_fraction, seed=seed)
+        if fallback is None:
+            return convert_mkcnet_splits(info, root, out_path, check_files=check_files, **splits)
+        converted = convert_mkcnet_splits_if_present(info, root, out_path, check_files=check_files, **splits)
+        if converted is not None:
+            return converted
+        return fallback(root, out_path, image_root, val_fraction, seed, check_files)
+
+    convert.__name__ = convert.__qualname__ = f"convert_{info.name}"
+    convert.__module__ = module
+    convert.__doc__ = doc or _MKCNET_CONVERTER_DOC.format(display=info.folder_names[1], folder=info.folder_names[0])
+    return convert

@@ -31,11 +31,9 @@ from pathlib import Path
 
 from monai_iqad.data.converters.common import (
     ConversionError,
-    convert_mkcnet_splits,
-    find_dataset_dir,
+    convert_mkcnet_splits_if_present,
     find_file,
     finish_splits,
-    has_split_files,
     index_files,
     raise_if_missing,
     read_table,
@@ -176,19 +174,10 @@ def convert_deepdr(
         ConversionError: neither layout found, missing images, malformed rows, labels out of range.
     """
     info = IQAD_DATASETS["deepdr"]
-    ds_dir = find_dataset_dir(root, info)
-    if split_dir is not None or has_split_files(ds_dir):
-        return convert_mkcnet_splits(
-            info,
-            root,
-            out_path,
-            split_dir=split_dir,
-            image_root=image_root,
-            val_fraction=val_fraction,
-            holdout_fraction=holdout_fraction,
-            seed=seed,
-            check_files=check_files,
-        )
+    splits = dict(val_fraction=val_fraction, holdout_fraction=holdout_fraction, seed=seed, check_files=check_files)
+    converted = convert_mkcnet_splits_if_present(info, root, out_path, split_dir, image_root=image_root, **splits)
+    if converted is not None:
+        return converted
     csvs = {section: find_file(root, names) for section, names in DEEPDR_CSV_NAMES.items()}
     csvs.update({k: Path(v) for k, v in (csv_files or {}).items()})
     if csvs.get("training") is None:

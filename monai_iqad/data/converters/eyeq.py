@@ -25,13 +25,11 @@ from pathlib import Path
 
 from monai_iqad.data.converters.common import (
     ConversionError,
-    convert_mkcnet_splits,
     find_child,
-    find_dataset_dir,
     find_file,
     finish_splits,
-    has_split_files,
     index_files,
+    mkcnet_converter,
     parse_int,
     raise_if_missing,
     read_table,
@@ -106,46 +104,16 @@ def _resolve_images(rows: list[dict], roots: list[Path], source: Path, check_fil
     return items
 
 
-def convert_eyeq(
+def _convert_label_csvs(
     root: str | os.PathLike,
-    out_path: str | os.PathLike | None = None,
-    split_dir: str | os.PathLike | None = None,
-    image_root: str | os.PathLike | None = None,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    check_files: bool = True,
+    out_path: str | os.PathLike | None,
+    image_root: str | os.PathLike | None,
+    val_fraction: float,
+    seed: int,
+    check_files: bool,
 ) -> Path:
-    """Write the EyeQ datalist from the MKCNet split files, or else from the official EyeQ label CSVs.
-
-    Args:
-        root: data root holding ``EYEQ/`` with split files, or a folder with ``Label_EyeQ_train.csv``/``test.csv``.
-        out_path: output JSON (default ``<dataset folder>/datalist.json``).
-        split_dir: folder of the MKCNet split files if they are not next to the images.
-        image_root: where the images are (split files: the folder ``Images/...`` is relative to; EyeQ CSVs: the
-            folder searched for the images, default ``root``).
-        val_fraction: share of the training images used for ``validation`` when no validation split is given.
-        seed: seed of that carving.
-        check_files: check that every image exists.
-
-    Returns:
-        The datalist path.
-
-    Raises:
-        ConversionError: neither layout found, missing images, malformed rows, labels out of range.
-    """
+    """The official ``Label_EyeQ_*.csv`` layout (used when there are no MKCNet split files)."""
     info = IQAD_DATASETS["eyeq"]
-    ds_dir = find_dataset_dir(root, info)
-    if split_dir is not None or has_split_files(ds_dir):
-        return convert_mkcnet_splits(
-            info,
-            root,
-            out_path,
-            split_dir=split_dir,
-            image_root=image_root,
-            val_fraction=val_fraction,
-            seed=seed,
-            check_files=check_files,
-        )
     train_csv = find_file(root, "Label_EyeQ_train.csv")
     if train_csv is None:
         raise ConversionError(
@@ -163,3 +131,26 @@ def convert_eyeq(
     sections = finish_splits(sections, val_fraction, 0.0, seed)
     out = Path(out_path) if out_path is not None else Path(root) / "datalist.json"
     return write_datalist(out, {"name": info.official_name, "dataset": info.name, **sections})
+
+
+_CONVERT_EYEQ_DOC = """Write the EyeQ datalist from the MKCNet split files, or else from the official EyeQ label CSVs.
+
+    Args:
+        root: data root holding ``EYEQ/`` with split files, or a folder with ``Label_EyeQ_train.csv``/``test.csv``.
+        out_path: output JSON (default ``<dataset folder>/datalist.json``).
+        split_dir: folder of the MKCNet split files if they are not next to the images.
+        image_root: where the images are (split files: the folder ``Images/...`` is relative to; EyeQ CSVs: the
+            folder searched for the images, default ``root``).
+        val_fraction: share of the training images used for ``validation`` when no validation split is given.
+        seed: seed of that carving.
+        check_files: check that every image exists.
+
+    Returns:
+        The datalist path.
+
+    Raises:
+        ConversionError: neither layout found, missing images, malformed rows, labels out of range.
+    """
+
+# convert_eyeq(root, out_path=None, split_dir=None, image_root=None, val_fraction=0.1, seed=0, check_files=True)
+convert_eyeq = mkcnet_converter("eyeq", __name__, doc=_CONVERT_EYEQ_DOC, fallback=_convert_label_csvs)

@@ -12,47 +12,9 @@ Diagnosis: 0 = non-COVID, 1 = COVID. Quality: 0 = COVID-CT (figures taken from p
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-from monai_iqad.data.converters.common import convert_mkcnet_splits
+from monai_iqad.data.converters.common import mkcnet_converter
 
 __all__ = ["convert_iqad_ct"]
 
-
-def convert_iqad_ct(
-    root: str | os.PathLike,
-    out_path: str | os.PathLike | None = None,
-    split_dir: str | os.PathLike | None = None,
-    image_root: str | os.PathLike | None = None,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    check_files: bool = True,
-) -> Path:
-    """Write the IQAD-CT datalist from the official MKCNet split files.
-
-    Args:
-        root: data root holding ``IQAD_CT/`` or ``IQAD-CT/`` (or that folder itself).
-        out_path: output JSON (default ``<dataset folder>/datalist.json``).
-        split_dir: folder of the split files if they are not next to the images (e.g. ``dataset_splits/IQAD-CT``).
-        image_root: folder the ``Images/...`` paths are relative to (default: the dataset folder).
-        val_fraction: used only when there is no ``val.txt``.
-        seed: seed of that carving.
-        check_files: check that every image exists.
-
-    Returns:
-        The datalist path.
-
-    Raises:
-        ConversionError: missing split file or image, malformed row, label out of range.
-    """
-    return convert_mkcnet_splits(
-        "iqad_ct",
-        root,
-        out_path,
-        split_dir=split_dir,
-        image_root=image_root,
-        val_fraction=val_fraction,
-        seed=seed,
-        check_files=check_files,
-    )
+# convert_iqad_ct(root, out_path=None, split_dir=None, image_root=None, val_fraction=0.1, seed=0, check_files=True)
+convert_iqad_ct = mkcnet_converter("iqad_ct", __name__)
