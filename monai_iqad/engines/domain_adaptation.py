@@ -4,32 +4,27 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 from monai.data import MetaTensor
 from monai.engines import SupervisedTrainer
-from monai.engines.utils import IterationEvents, default_metric_cmp_fn
-from monai.inferers import Inferer
-from monai.transforms import Transform
+from monai.engines.utils import IterationEvents
 from monai.utils import IgniteInfo, min_version, optional_import
 from monai.utils.enums import CommonKeys as Keys
 from torch.optim.optimizer import Optimizer
 from torch.utils.data import DataLoader
 
 from monai_iqad.engines.prepare_batch import PrepareIQABatch
-from monai_iqad.engines.step import amp_settings, training_step
+from monai_iqad.engines.step import supervised_trainer_kwargs, training_step
 from monai_iqad.networks.blocks.gradient_reversal import GradientReversal, dann_lambda
 
 if TYPE_CHECKING:
-    from ignite.engine import Engine, EventEnum
-    from ignite.metrics import Metric
+    from ignite.engine import Engine
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
-    Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
-    EventEnum, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "EventEnum")
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = ["DomainAdaptationTrainer", "DA_MODES"]
@@ -98,12 +93,7 @@ class DomainAdaptationTrainer(SupervisedTrainer):
     domain classifier along with the network.
 
     Args:
-        device, max_epochs, train_data_loader, network, optimizer, epoch_length, non_blocking, iteration_update,
-        inferer, postprocessing, key_train_metric, additional_metrics, metric_cmp_fn, train_handlers, amp,
-        event_names, event_to_attr, decollate, optim_set_to_none, to_kwargs, amp_kwargs, compile, compile_kwargs,
-        accumulation_steps: as :class:`monai.engines.SupervisedTrainer`. ``amp`` only takes effect on CUDA
-            devices (``torch.autocast("cuda")`` + ``GradScaler``); elsewhere it is ignored with a warning.
-            The ``inferer`` is called as ``inferer(x, network, patch_level=True, ...)``.
+        device, max_epochs, train_data_loader, network, optimizer: as :class:`monai.engines.SupervisedTrainer`.
         loss_function: the regression loss; same slot as ``regression_loss`` (give at most one).
         prepare_batch: ``callable(batch, device, non_blocking, **to_kwargs) -> {"image", "mos", "labelled"}``.
             Defaults to :class:`~monai_iqad.engines.PrepareIQABatch` (keys ``image``, ``mos``, ``labelled``).
@@ -125,6 +115,11 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         ranking_weight: weight of the ranking loss. Defaults to 1.
         ladder_key: batch key of the ladder (group) ids. Defaults to "ladder".
         level_key: batch key of the severity levels (0 = best). Defaults to "level".
+        trainer_kwargs: other keyword arguments: those of :class:`monai.engines.SupervisedTrainer` (``epoch_length``,
+            ``non_blocking``, ``iteration_update``, ``inferer``, ``postprocessing``, ``key_train_metric``,
+            ``train_handlers``, ``amp``, ``amp_kwargs``, ``accumulation_steps``, ...). ``amp`` without ``amp_dtype``
+            only takes effect on CUDA devices (``torch.autocast("cuda")`` + ``GradScaler``); elsewhere it is ignored
+            with a warning. The ``inferer`` is called as ``inferer(x, network, patch_level=True, ...)``.
 
     Raises:
         ValueError: When ``mode`` is unknown; an adversarial mode lacks ``target_data_loader`` or
@@ -142,26 +137,8 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         network: nn.Module,
         optimizer: Optimizer,
         loss_function: Callable | None = None,
-        epoch_length: int | None = None,
-        non_blocking: bool = False,
+        *,
         prepare_batch: Callable | None = None,
-        iteration_update: Callable[[Engine, Any], Any] | None = None,
-        inferer: Inferer | None = None,
-        postprocessing: Transform | None = None,
-        key_train_metric: dict[str, Metric] | None = None,
-        additional_metrics: dict[str, Metric] | None = None,
-        metric_cmp_fn: Callable = default_metric_cmp_fn,
-        train_handlers: Sequence | None = None,
-        amp: bool = False,
-        event_names: list[str | EventEnum | type[EventEnum]] | None = None,
-        event_to_attr: dict | None = None,
-        decollate: bool = True,
-        optim_set_to_none: bool = False,
-        to_kwargs: dict | None = None,
-        amp_kwargs: dict | None = None,
-        compile: bool = False,
-        compile_kwargs: dict | None = None,
-        accumulation_steps: int = 1,
         domain_classifier: nn.Module | None = None,
         target_data_loader: Iterable | DataLoader | None = None,
         mode: str = "unsupervised",
@@ -174,6 +151,7 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         ranking_weight: float = 1.0,
         ladder_key: str = "ladder",
         level_key: str = "level",
+        **trainer_kwargs: Any,
     ) -> None:
         if mode not in DA_MODES:
             raise ValueError(f"mode must be one of {DA_MODES}, got {mode!r}.")
@@ -203,43 +181,15 @@ class DomainAdaptationTrainer(SupervisedTrainer):
                 )
         elif target_data_loader is not None:
             warnings.warn(f"mode={mode!r} does not use target_data_loader; it is ignored.", stacklevel=2)
-        amp, amp_kwargs = amp_settings(amp, amp_kwargs, amp_dtype)
-        if amp and amp_dtype is None and torch.device(device).type != "cuda":
+        kwargs = supervised_trainer_kwargs(type(self).__name__, trainer_kwargs, amp_dtype)
+        if kwargs["amp"] and amp_dtype is None and torch.device(device).type != "cuda":
             warnings.warn(f"amp=True has no effect on device {device!r}: AMP is only used on CUDA.", stacklevel=2)
-        if prepare_batch is None:
-            prepare_batch = PrepareIQABatch()
+        kwargs["prepare_batch"] = PrepareIQABatch() if prepare_batch is None else prepare_batch
         reg_loss = regression_loss if regression_loss is not None else loss_function
         if reg_loss is None:
             reg_loss = nn.BCEWithLogitsLoss()
 
-        super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            train_data_loader=train_data_loader,
-            network=network,
-            optimizer=optimizer,
-            loss_function=reg_loss,
-            epoch_length=epoch_length,
-            non_blocking=non_blocking,
-            prepare_batch=prepare_batch,
-            iteration_update=iteration_update,
-            inferer=inferer,
-            postprocessing=postprocessing,
-            key_train_metric=key_train_metric,
-            additional_metrics=additional_metrics,
-            metric_cmp_fn=metric_cmp_fn,
-            train_handlers=train_handlers,
-            amp=amp,
-            event_names=event_names,
-            event_to_attr=event_to_attr,
-            decollate=decollate,
-            optim_set_to_none=optim_set_to_none,
-            to_kwargs=to_kwargs,
-            amp_kwargs=amp_kwargs,
-            compile=compile,
-            compile_kwargs=compile_kwargs,
-            accumulation_steps=accumulation_steps,
-        )
+        super().__init__(device, max_epochs, train_data_loader, network, optimizer, reg_loss, **kwargs)
         if adversarial and self.state.epoch_length is None:
             raise ValueError(
                 "the epoch length is unknown (train_data_loader has no length): pass `epoch_length`, "

@@ -5,32 +5,32 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.autograd.forward_ad as fwAD
 import torch.distributed as dist
 import torch.nn as nn
 from monai.engines import SupervisedTrainer
-from monai.engines.utils import IterationEvents, default_metric_cmp_fn
-from monai.transforms import Transform
+from monai.engines.utils import IterationEvents
 from monai.utils import IgniteInfo, min_version, optional_import
 from torch.func import functional_call
 from torch.optim.optimizer import Optimizer
 from torch.utils.data import DataLoader
 
 from monai_iqad.engines.prepare_batch import PrepareIQADBatch
-from monai_iqad.engines.step import amp_settings, autocast, check_finite, to_loss_dtype, training_step
+from monai_iqad.engines.step import (
+    UNSUPPORTED_ARGS,
+    autocast,
+    check_finite,
+    supervised_trainer_kwargs,
+    to_loss_dtype,
+    training_step,
+)
 from monai_iqad.losses.entropy import EntropyRegularizer
 from monai_iqad.losses.focal import FocalLoss
 from monai_iqad.utils.dist import all_reduce_gradients, average_buffers, get_world_size, unwrap_module
 
-if TYPE_CHECKING:
-    from ignite.engine import EventEnum
-    from ignite.metrics import Metric
-else:
-    Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
-    EventEnum, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "EventEnum")
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = ["MetaAuxiliaryTrainer", "is_plain_sgd"]
@@ -116,9 +116,10 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
             ``amp``, CUDA only). Defaults to None.
         epoch_length: iterations per epoch; defaults to ``2 * len(loader)`` (``"epoch"``) or ``len(loader)``.
         prepare_batch: defaults to :class:`~monai_iqad.engines.PrepareIQADBatch`.
-        non_blocking, postprocessing, key_train_metric, additional_metrics, metric_cmp_fn, train_handlers, amp,
-        event_names, event_to_attr, decollate, optim_set_to_none, to_kwargs, amp_kwargs: as in
-            :py:class:`monai.engines.SupervisedTrainer`.
+        trainer_kwargs: other keyword arguments: those of :py:class:`monai.engines.SupervisedTrainer`
+            (``non_blocking``, ``postprocessing``, ``key_train_metric``, ``train_handlers``, ``amp``,
+            ``amp_kwargs``, ...), except ``iteration_update``, ``inferer``, ``compile``, ``compile_kwargs`` and
+            ``accumulation_steps``, which this trainer's iteration does not use (TypeError).
 
     Raises:
         ValueError: When ``schedule`` or ``meta_gradient`` is unknown, a weight is negative, ``fd_epsilon`` is not
@@ -149,20 +150,9 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
         entropy_regularizer: Callable | None = None,
         amp_dtype: str | torch.dtype | None = None,
         epoch_length: int | None = None,
-        non_blocking: bool = False,
+        *,
         prepare_batch: Callable | None = None,
-        postprocessing: Transform | None = None,
-        key_train_metric: dict[str, Metric] | None = None,
-        additional_metrics: dict[str, Metric] | None = None,
-        metric_cmp_fn: Callable = default_metric_cmp_fn,
-        train_handlers: Sequence | None = None,
-        amp: bool = False,
-        event_names: list[str | EventEnum | type[EventEnum]] | None = None,
-        event_to_attr: dict | None = None,
-        decollate: bool = True,
-        optim_set_to_none: bool = False,
-        to_kwargs: dict | None = None,
-        amp_kwargs: dict | None = None,
+        **trainer_kwargs: Any,
     ) -> None:
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}.")
@@ -183,7 +173,8 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
                 aux_per_class = getattr(unwrap_module(network), "aux_per_class", None)
         if aux_per_class is None or int(aux_per_class) < 1:
             raise ValueError(f"aux_per_class (k) must be a positive integer, got {aux_per_class}.")
-        amp, amp_kwargs = amp_settings(amp, amp_kwargs, amp_dtype)
+        kwargs = supervised_trainer_kwargs(type(self).__name__, trainer_kwargs, amp_dtype, UNSUPPORTED_ARGS)
+        amp, amp_kwargs = kwargs["amp"], kwargs["amp_kwargs"]
         fp16_scaling = amp and torch.device(device).type == "cuda" and amp_kwargs.get("dtype") in (None, torch.float16)
         reusable = schedule == "iteration" and meta_gradient == "forward_mode" and is_plain_sgd(optimizer)
         reusable = reusable and not fp16_scaling  # a skipped (inf) scaler step would not be θ̃
@@ -202,29 +193,9 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
                 raise ValueError(
                     f"schedule='epoch' needs an even epoch_length >= 2 (stage I + stage II), got {epoch_length}."
                 )
-        super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            train_data_loader=train_data_loader,
-            network=network,
-            optimizer=optimizer,
-            loss_function=FocalLoss(gamma=2.0) if loss_function is None else loss_function,
-            epoch_length=epoch_length,
-            non_blocking=non_blocking,
-            prepare_batch=PrepareIQADBatch() if prepare_batch is None else prepare_batch,
-            postprocessing=postprocessing,
-            key_train_metric=key_train_metric,
-            additional_metrics=additional_metrics,
-            metric_cmp_fn=metric_cmp_fn,
-            train_handlers=train_handlers,
-            amp=amp,
-            event_names=event_names,
-            event_to_attr=event_to_attr,
-            decollate=decollate,
-            optim_set_to_none=optim_set_to_none,
-            to_kwargs=to_kwargs,
-            amp_kwargs=amp_kwargs,
-        )
+        loss = FocalLoss(gamma=2.0) if loss_function is None else loss_function
+        kwargs["prepare_batch"] = PrepareIQADBatch() if prepare_batch is None else prepare_batch
+        super().__init__(device, max_epochs, train_data_loader, network, optimizer, loss, epoch_length, **kwargs)
         self.meta_learner = meta_learner
         self.meta_optimizer = meta_optimizer
         self.entropy_weight = float(entropy_weight)

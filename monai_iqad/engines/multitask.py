@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
 from monai.engines import SupervisedTrainer
-from monai.engines.utils import IterationEvents, default_metric_cmp_fn
-from monai.transforms import Transform
-from monai.utils import IgniteInfo, min_version, optional_import
+from monai.engines.utils import IterationEvents
 from torch.optim.optimizer import Optimizer
 from torch.utils.data import DataLoader
 
 from monai_iqad.engines.prepare_batch import PrepareIQADBatch
-from monai_iqad.engines.step import amp_settings, to_loss_dtype, training_step
+from monai_iqad.engines.step import UNSUPPORTED_ARGS, supervised_trainer_kwargs, to_loss_dtype, training_step
 from monai_iqad.losses.focal import FocalLoss
-
-if TYPE_CHECKING:
-    from ignite.engine import EventEnum
-    from ignite.metrics import Metric
-else:
-    Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
-    EventEnum, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "EventEnum")
 
 __all__ = ["MultiTaskTrainer", "VanillaTrainer"]
 
@@ -43,46 +34,14 @@ class _IQADTrainer(SupervisedTrainer):
         optimizer: Optimizer,
         loss_function: Callable | None = None,
         amp_dtype: str | torch.dtype | None = None,
-        epoch_length: int | None = None,
-        non_blocking: bool = False,
+        *,
         prepare_batch: Callable | None = None,
-        postprocessing: Transform | None = None,
-        key_train_metric: dict[str, Metric] | None = None,
-        additional_metrics: dict[str, Metric] | None = None,
-        metric_cmp_fn: Callable = default_metric_cmp_fn,
-        train_handlers: Sequence | None = None,
-        amp: bool = False,
-        event_names: list[str | EventEnum | type[EventEnum]] | None = None,
-        event_to_attr: dict | None = None,
-        decollate: bool = True,
-        optim_set_to_none: bool = False,
-        to_kwargs: dict | None = None,
-        amp_kwargs: dict | None = None,
+        **trainer_kwargs: Any,
     ) -> None:
-        amp, amp_kwargs = amp_settings(amp, amp_kwargs, amp_dtype)
-        super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            train_data_loader=train_data_loader,
-            network=network,
-            optimizer=optimizer,
-            loss_function=FocalLoss(gamma=2.0) if loss_function is None else loss_function,
-            epoch_length=epoch_length,
-            non_blocking=non_blocking,
-            prepare_batch=PrepareIQADBatch(self.uses_quality) if prepare_batch is None else prepare_batch,
-            postprocessing=postprocessing,
-            key_train_metric=key_train_metric,
-            additional_metrics=additional_metrics,
-            metric_cmp_fn=metric_cmp_fn,
-            train_handlers=train_handlers,
-            amp=amp,
-            event_names=event_names,
-            event_to_attr=event_to_attr,
-            decollate=decollate,
-            optim_set_to_none=optim_set_to_none,
-            to_kwargs=to_kwargs,
-            amp_kwargs=amp_kwargs,
-        )
+        loss = FocalLoss(gamma=2.0) if loss_function is None else loss_function
+        kwargs = supervised_trainer_kwargs(type(self).__name__, trainer_kwargs, amp_dtype, UNSUPPORTED_ARGS)
+        kwargs["prepare_batch"] = PrepareIQADBatch(self.uses_quality) if prepare_batch is None else prepare_batch
+        super().__init__(device, max_epochs, train_data_loader, network, optimizer, loss, **kwargs)
         self.state.stage = 1
         self.state.learning_rate = optimizer.param_groups[0]["lr"]
 
@@ -141,9 +100,10 @@ class MultiTaskTrainer(_IQADTrainer):
         quality_weight: ``λ_Q``. Defaults to 1.0 (paper).
         amp_dtype: ``"bfloat16"``/``"float16"``: autocast on any device (None: MONAI's ``amp``, CUDA only).
         prepare_batch: defaults to :class:`~monai_iqad.engines.PrepareIQADBatch`.
-        epoch_length, non_blocking, postprocessing, key_train_metric, additional_metrics, metric_cmp_fn,
-        train_handlers, amp, event_names, event_to_attr, decollate, optim_set_to_none, to_kwargs, amp_kwargs: as in
-            :py:class:`monai.engines.SupervisedTrainer`.
+        trainer_kwargs: other keyword arguments: those of :py:class:`monai.engines.SupervisedTrainer`
+            (``epoch_length``, ``non_blocking``, ``postprocessing``, ``key_train_metric``, ``train_handlers``,
+            ``amp``, ``amp_kwargs``, ...), except ``iteration_update``, ``inferer``, ``compile``, ``compile_kwargs``
+            and ``accumulation_steps``, which this trainer's iteration does not use (TypeError).
     """
 
     def __init__(self, *args: Any, quality_weight: float = 1.0, **kwargs: Any) -> None:
@@ -183,9 +143,10 @@ class VanillaTrainer(_IQADTrainer):
         loss_function: loss on ``(logits, labels)``. Defaults to ``FocalLoss(2.0)``.
         amp_dtype: ``"bfloat16"``/``"float16"``: autocast on any device (None: MONAI's ``amp``, CUDA only).
         prepare_batch: defaults to :class:`~monai_iqad.engines.PrepareIQADBatch` (quality read when present).
-        epoch_length, non_blocking, postprocessing, key_train_metric, additional_metrics, metric_cmp_fn,
-        train_handlers, amp, event_names, event_to_attr, decollate, optim_set_to_none, to_kwargs, amp_kwargs: as in
-            :py:class:`monai.engines.SupervisedTrainer`.
+        trainer_kwargs: other keyword arguments: those of :py:class:`monai.engines.SupervisedTrainer`
+            (``epoch_length``, ``non_blocking``, ``postprocessing``, ``key_train_metric``, ``train_handlers``,
+            ``amp``, ``amp_kwargs``, ...), except ``iteration_update``, ``inferer``, ``compile``, ``compile_kwargs``
+            and ``accumulation_steps``, which this trainer's iteration does not use (TypeError).
     """
 
     uses_quality = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -13,6 +13,7 @@ from torch.optim.optimizer import Optimizer
 __all__ = [
     "AMP_DTYPES",
     "amp_settings",
+    "supervised_trainer_kwargs",
     "autocast",
     "grad_scaler",
     "check_finite",
@@ -22,6 +23,9 @@ __all__ = [
 
 #: ``amp_dtype`` values accepted by the trainers and evaluators.
 AMP_DTYPES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+#: ``SupervisedTrainer`` arguments the MKCNet trainers' own iterations do not use: passing one is a TypeError.
+UNSUPPORTED_ARGS: tuple[str, ...] = ("iteration_update", "inferer", "compile", "compile_kwargs", "accumulation_steps")
 
 
 def amp_settings(
@@ -48,6 +52,35 @@ def amp_settings(
         raise ValueError(f"amp_dtype must be one of {sorted(AMP_DTYPES)} or None, got {amp_dtype!r}.")
     kwargs["dtype"] = amp_dtype
     return True, kwargs
+
+
+def supervised_trainer_kwargs(
+    trainer: str,
+    trainer_kwargs: Mapping[str, Any],
+    amp_dtype: str | torch.dtype | None = None,
+    unsupported: Sequence[str] = (),
+) -> dict[str, Any]:
+    """
+    The keyword arguments a trainer forwards to :py:class:`monai.engines.SupervisedTrainer`: ``trainer_kwargs``
+    (the caller's ``**trainer_kwargs``) with ``amp`` and ``amp_kwargs`` resolved by :func:`amp_settings`.
+
+    Args:
+        trainer: name of the trainer, for the error message.
+        trainer_kwargs: ``SupervisedTrainer`` keyword arguments (``epoch_length``, ``amp``, ``train_handlers``...).
+        amp_dtype: the trainer's ``amp_dtype`` option (see :func:`amp_settings`).
+        unsupported: ``SupervisedTrainer`` arguments the trainer's own iteration does not honour (rejected rather
+            than silently ignored).
+
+    Raises:
+        TypeError: When ``trainer_kwargs`` holds an argument of ``unsupported``.
+        ValueError: When ``amp_dtype`` is not one of :data:`AMP_DTYPES`.
+    """
+    rejected = sorted(set(trainer_kwargs) & set(unsupported))
+    if rejected:
+        raise TypeError(f"{trainer} does not support the SupervisedTrainer argument(s) {rejected}.")
+    kwargs = dict(trainer_kwargs)
+    kwargs["amp"], kwargs["amp_kwargs"] = amp_settings(kwargs.get("amp", False), kwargs.get("amp_kwargs"), amp_dtype)
+    return kwargs
 
 
 def _autocast_device(engine: Any) -> str | None:
