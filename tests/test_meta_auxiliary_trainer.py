@@ -388,6 +388,13 @@ def test_invalid_arguments():
         MetaAuxiliaryTrainer(*args, meta_gradient="zeroth_order")
     with pytest.raises(ValueError, match="even epoch_length"):
         MetaAuxiliaryTrainer(*args, epoch_length=3)
+    # SupervisedTrainer arguments the MKCNet training steps do not use are refused, not silently ignored
+    with pytest.raises(TypeError, match="inferer"):
+        MetaAuxiliaryTrainer(*args, inferer=object())
+    with pytest.raises(TypeError, match="accumulation_steps"):
+        MultiTaskTrainer("cpu", 1, loader, net, torch.optim.SGD(net.parameters(), 0.01), accumulation_steps=2)
+    trainer = MultiTaskTrainer("cpu", 1, loader, net, torch.optim.SGD(net.parameters(), 0.01), epoch_length=1)
+    assert trainer.state.epoch_length == 1, "SupervisedTrainer keywords pass through"
 
 
 @pytest.mark.parametrize("meta_gradient", ["second_order", "first_order"])
