@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +21,7 @@ pytest.importorskip("monailabel")
 requests = pytest.importorskip("requests")
 
 from dicom_files import dicom_file  # noqa: E402
+from label_server import free_port, label_server  # noqa: E402
 
 from monai_iqad.data import IQAD_DATASETS  # noqa: E402
 
@@ -32,12 +31,6 @@ REPO = Path(__file__).resolve().parents[1]
 SAQM, MKCNET, UNTRAINED = "ultrasound_saqm_iqa", "fundus_eyeq_mkcnet_iqad", "ultrasound_saqm_untrained"
 OVERLAYS = "demo.json,tiny.json"
 TINY = {"width": 0.0625, "max_epochs": 1, "val_interval": 1, "num_workers": 0}
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _copy_bundle(name: str, dst: Path, as_name: str | None = None, with_data: bool = True) -> Path:
@@ -112,7 +105,7 @@ def server(tmp_path_factory):
         _png(studies / f"{name}.png", name)
     shutil.copy(dicom_file("US1_UNCR.dcm", "examples_rgb_color.dcm"), studies / "us1.dcm")  # ultrasound, 1 frame
 
-    port = _free_port()
+    port = free_port()
     pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)  # this checkout's code
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=pythonpath)
     cmd = [
@@ -140,31 +133,9 @@ def server(tmp_path_factory):
         "--log-level",
         "WARNING",
     ]
-    log = open(root / "server.log", "wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            if requests.get(f"{url}/info/", timeout=5).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            log.close()
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail("server did not start:\n" + (root / "server.log").read_text(errors="replace")[-4000:])
-        time.sleep(0.3)
-    print(f"server up in {time.time() - t0:.1f} s since start of fixture")
-    yield Server(url, proc, workdir, studies, bundles)
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    log.close()
+    with label_server(cmd, port, env, root / "server.log", timeout=90) as (url, proc):
+        print(f"server up in {time.time() - t0:.1f} s since start of fixture")
+        yield Server(url, proc, workdir, studies, bundles)
 
 
 def test_info_lists_tasks_and_missing_weights(server):
