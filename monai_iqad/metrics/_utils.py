@@ -24,9 +24,10 @@ class Logistic4FitWarning(RuntimeWarning):
 
 
 def warn(message: str, category: type[Warning] = UndefinedMetricWarning, stacklevel: int = 3) -> None:
-    """Emit ``message`` both as a Python warning and on the ``monai_iqad.metrics`` logger."""
+    """Emit ``message`` as a Python warning (shown once per call site by Python's default filter) and log every
+    occurrence at DEBUG on the ``monai_iqad.metrics`` logger (a WARNING-level log line would print it twice)."""
     warnings.warn(message, category, stacklevel=stacklevel)
-    logger.warning(message)
+    logger.debug(message)
 
 
 def to_numpy(x: Any, dtype: Any = np.float64) -> np.ndarray:

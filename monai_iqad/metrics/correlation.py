@@ -139,7 +139,7 @@ def fit_logistic4(pred: Any, target: Any, lower_better: bool = False) -> np.ndar
     Returns:
         ``array([b1, b2, b3, b4])`` (float64), or ``None`` when the fit fails: fewer than 5 points, constant input,
         ``RuntimeError`` / ``OptimizeWarning`` from ``curve_fit``, or non-finite parameters. A failure emits a
-        :class:`Logistic4FitWarning` and a log message.
+        :class:`Logistic4FitWarning` (and a DEBUG log line).
 
     Raises:
         ValueError: mismatched lengths, fewer than 2 samples, or NaN/inf in the inputs.
