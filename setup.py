@@ -24,7 +24,9 @@ INSTALL_REQUIRES = [
     "fire>=0.4",  # the `python -m monai.bundle` command line
     "tqdm>=4.60",  # console progress bars (Ignite's ProgressBar)
     "PyYAML>=6",  # `python -m monai.bundle download_large_files` reads large_files.yml; YAML bundle configs
-    "jsonschema>=4",  # `python -m monai.bundle verify_metadata` (documented in every bundle README)
+    # `python -m monai.bundle verify_metadata` (every bundle README). >=3.2, not >=4: monailabel's pydicom-seg pins
+    # jsonschema<4, and MONAI accepts any version (4.x also checks the schema's draft 2019-09 keywords).
+    "jsonschema>=3.2",
 ]
 
 EXTRAS = {
