@@ -192,6 +192,8 @@ def tiny_overrides(name: str, max_epochs: int = 2) -> dict[str, Any]:
         return {**common, "width": 0.0625, "patches_per_image": 4, "batch_size": 8}
     if kind == "mkcnet":
         return {**common, "width": 0.0625, "val_interval": 1}
+    if kind == "saqm_pretrained":  # the "tiny" corpus preset (demo_dataset_dir), ranking loss on
+        return {**common, "width": 0.0625, "batch_size": 4}
     return common
 
 

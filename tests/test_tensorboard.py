@@ -5,6 +5,8 @@ The event files are read back with TensorBoard's ``EventAccumulator``. Expected 
 - SAQM: every loss term, the GRL lambda, the attention gamma, the domain accuracy, the learning rate, the validation
   correlations, the predicted-vs-MOS scatter (with the fitted logistic) and the worst-scored validation images with
   their patch-score heat maps;
+- pretrained SAQM (``medical_saqm_iqa``): the regression and ranking loss terms, the attention gamma and the
+  validation correlations;
 - MKCNet: every loss term, both learning rates, the validation metrics overall and per quality grade, ROC curves and
   confusion matrices overall and per quality grade.
 """
@@ -30,6 +32,11 @@ EXPECTED = {
             "lr/adam", "srocc", "plcc", "plcc_logistic", "krcc",
         },
         "images": {"val/pred_vs_mos", "val/worst_images"},
+    },
+    # the pretrained medical SAQM (ranking loss on, no domain adaptation): loss terms, attention gamma, correlations
+    "saqm_pretrained": {
+        "scalars": {"train/loss", "train/loss_reg", "train/loss_rank", "train/gamma", "srocc", "plcc"},
+        "images": set(),
     },
     "mkcnet": {
         "scalars": {
