@@ -12,6 +12,10 @@ metric of ``monai_iqad.metrics.NR_IQA_METRICS`` available in this checkout, in o
 - the spread of the SAQM scores; SAQM speed (images/s at 512x512, fp32 and bf16 autocast) and each metric's time.
 
 Writes ``docs/results_iqa.md`` and a PNG (mean normalised score vs level, one panel per distortion) with matplotlib.
+
+``--select 'DIR/model_epoch=*.pt' --select-out PATH`` is the checkpoint-selection mode instead: it scores the split
+(use ``--split validation``) with every matching SAQM checkpoint, prints each one's mean within-ladder SROCC and
+copies the best one's weights to ``PATH`` (the issue's metric, measured on validation sources only).
 """
 
 from __future__ import annotations
@@ -89,6 +93,58 @@ def _srocc(a: np.ndarray, b: np.ndarray) -> float:
     return float(stats.spearmanr(a, b)[0])
 
 
+def _ladder_srocc(
+    items: list[dict], index: dict[str, int], scores: dict[str, np.ndarray]
+) -> tuple[dict[str, dict[tuple[str, str], list[float]]], dict[str, tuple[str, str]]]:
+    """Within-ladder SROCC of every method on every ladder.
+
+    Returns:
+        ``{method: {(distortion, modality): [SROCC of each ladder]}}`` and ``{ladder: (distortion, modality)}``.
+    """
+    ladders: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    meta: dict[str, tuple[str, str]] = {}
+    for it in items:
+        ladders[it["ladder"]].append((int(it["level"]), index[str(it["image"])]))
+        meta[it["ladder"]] = (it["distortion"], it["modality"])
+    per_cell: dict[str, dict[tuple[str, str], list[float]]] = {m: defaultdict(list) for m in scores}
+    for ladder, members in ladders.items():
+        levels = np.asarray([lv for lv, _ in members], dtype=float)
+        idx = [i for _, i in members]
+        for m, s in scores.items():
+            per_cell[m][meta[ladder]].append(_srocc(s[idx], -levels))
+    return per_cell, meta
+
+
+def _select(pattern: str, out: str, items: list[dict], paths: list[str], width: float, bf16: bool) -> int:
+    """Score ``paths`` with each checkpoint matching ``pattern``; copy the best (mean within-ladder SROCC) there."""
+    import glob
+    import re
+
+    from monai_iqad.utils.io import atomic_torch_save
+
+    def epoch_of(path: str) -> int:
+        found = re.findall(r"\d+", Path(path).stem)
+        return int(found[-1]) if found else -1
+
+    files = sorted(glob.glob(pattern), key=epoch_of)
+    if not files:
+        raise FileNotFoundError(f"--select: no checkpoint matches {pattern!r}.")
+    index = {p: i for i, p in enumerate(paths)}
+    best, best_value = "", -np.inf
+    for f in files:
+        per_cell, _ = _ladder_srocc(items, index, {"SAQM": _score_saqm(_load_saqm(Path(f), width), paths, bf16)})
+        per_family = {d: float(np.mean(v)) for (d, _), v in per_cell["SAQM"].items()}
+        value = float(np.mean([v for vs in per_cell["SAQM"].values() for v in vs]))
+        worst = min(per_family, key=lambda d: per_family[d])
+        print(f"{f}: mean within-ladder SROCC {value:.4f} (worst {worst} {per_family[worst]:.3f})", flush=True)
+        if value > best_value:
+            best, best_value = f, value
+    net = _load_saqm(Path(best), width)
+    atomic_torch_save(net.state_dict(), out)
+    print(f"selected {best} (mean within-ladder SROCC {best_value:.4f}) -> {out}")
+    return 0
+
+
 def _speed(net: SAQM, bf16: bool, repeats: int = 3) -> float:
     x = torch.rand(1, 3, 512, 512)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -111,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO / "docs/results_iqa.md"))
     parser.add_argument("--plot", default=str(REPO / "docs/results_iqa.png"))
     parser.add_argument("--json", default=None, help="also write the raw per-image scores here")
+    parser.add_argument("--select", default=None, help="checkpoint-selection mode: a glob of SAQM checkpoints")
+    parser.add_argument("--select-out", default=None, help="where --select copies the best checkpoint's weights")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -122,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     paths = [str(it["image"]) for it in images]
     index = {p: i for i, p in enumerate(paths)}
     print(f"{len(items)} ladder items, {len(paths)} unique images ({args.split})")
+    if args.select:
+        if not args.select_out:
+            parser.error("--select needs --select-out")
+        return _select(args.select, args.select_out, items, paths, args.width, args.bf16)
 
     scores: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
@@ -135,18 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         scores[name], seconds[name] = _score_classic(classic[name], paths)
         print(f"{name}: {seconds[name] * 1000:.1f} ms/image")
 
-    # within-ladder SROCC
-    ladders: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    meta: dict[str, tuple[str, str]] = {}
-    for it in items:
-        ladders[it["ladder"]].append((int(it["level"]), index[str(it["image"])]))
-        meta[it["ladder"]] = (it["distortion"], it["modality"])
-    per_cell: dict[str, dict[tuple[str, str], list[float]]] = {m: defaultdict(list) for m in scores}
-    for ladder, members in ladders.items():
-        levels = np.asarray([lv for lv, _ in members], dtype=float)
-        idx = [i for _, i in members]
-        for m, s in scores.items():
-            per_cell[m][meta[ladder]].append(_srocc(s[idx], -levels))
+    per_cell, meta = _ladder_srocc(items, index, scores)
+
     methods = list(scores)
     distortions = sorted({d for d, _ in meta.values()})
     modalities = sorted({mo for _, mo in meta.values()})
@@ -161,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Generated by `python benchmarks/iqa_ladder.py` on the held-out (`" + args.split + "`) sources of the "
         "pretraining corpus (`python -m monai_iqad.data pretrain-corpus`, seed 0): "
-        f"{len(ladders)} ladders, {len(paths)} unique images ({', '.join(modalities)}). Scores are oriented so that "
+        f"{len(meta)} ladders, {len(paths)} unique images ({', '.join(modalities)}). Scores are oriented so that "
         "higher = better (lower-better metrics negated). Within-ladder SROCC = Spearman correlation of the score with "
         "the severity order of one pristine crop under one distortion (levels 0-5), averaged over ladders; a "
         "constant score on a ladder counts as 0. The pseudo-MOS is SSIM against the pristine (full reference). "
