@@ -658,6 +658,28 @@ def bundle_section(bundle: str, stats: dict, results: list[dict], info: dict, cm
     return "\n".join(lines) + "\n"
 
 
+def readme_rows(stats: dict, results: list[dict]) -> str:
+    """Rows of the bundle README's demo table (``readme.demo_results`` in ``scripts/bundle_template/mkcnet.yml``):
+    method, AUC, AUC (low q.), ACC, F1, train s."""
+    lines = []
+    for m, t in stats["methods"].items():
+        train = [r["train_s"] for r in results if r["method"] == m and r["seed"] in stats["seeds"]]
+        f1 = (
+            f"{t['all']['f1']:.3f} ± {t['all']['f1_sd']:.3f}"
+            if math.isfinite(t["all"]["f1_sd"])
+            else f"{t['all']['f1']:.3f}"
+        )
+        cells = [f"`{m}`", _ci(t["all"]["auc"], t["all"]["auc_ci"]), _ci(t["low"]["auc"], t["low"]["auc_ci"])]
+        cells += [_ci(t["all"]["acc"], t["all"]["acc_ci"]), f1, f"{statistics.mean(train):.0f}" if train else "n/a"]
+        lines.append("| " + " | ".join(cells) + " |")
+    for name, d in stats["differences"].items():
+        lines.append(
+            f"| {name.replace(' - ', ' − ')} | {_ci(d['all']['auc'], d['all']['auc_ci'], True)} | "
+            f"{_ci(d['low']['auc'], d['low']['auc_ci'], True)} | | | |"
+        )
+    return "\n".join(lines)
+
+
 def summary_section(all_stats: dict[str, dict], cmd: str, total_s: float) -> str:
     """The table across bundles: AUCs with intervals, the low-quality gain and the two targets of issue 12."""
     headers = [
@@ -815,6 +837,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             all_stats[b] = stats
             section = bundle_section(b, stats, rows, info, _command(args), machine)
             print(section)
+            print(f"README rows of {b} (readme.demo_results in scripts/bundle_template/mkcnet.yml):")
+            print(readme_rows(stats, rows) + "\n")
             if output is not None:
                 write_section(output, f"{SECTION}/{b}", section, intro=INTRO)
         if all_stats:
