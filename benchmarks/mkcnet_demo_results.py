@@ -43,6 +43,7 @@ import argparse
 import csv
 import datetime
 import hashlib
+import io
 import json
 import math
 import os
@@ -50,6 +51,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import warnings
@@ -319,8 +321,11 @@ def _config_arg(files: Sequence[str]) -> str:
     return "[" + ",".join(f"'{f}'" for f in files) + "]"
 
 
-def _bundle_run(workdir: Path, files: Sequence[str], overrides: dict[str, Any], log: Path, threads: int) -> float:
-    """Run ``python -m monai.bundle run`` in ``workdir``; return the wall time in seconds.
+def _bundle_run(
+    workdir: Path, files: Sequence[str], overrides: dict[str, Any], log: Path, threads: int, code: Path | None = None
+) -> float:
+    """Run ``python -m monai.bundle run`` in ``workdir`` (with ``monai_iqad`` from ``code`` if given); return the wall
+    time in seconds.
 
     Raises:
         RuntimeError: when the run fails (the message ends with the tail of its log).
@@ -331,6 +336,8 @@ def _bundle_run(workdir: Path, files: Sequence[str], overrides: dict[str, Any], 
         # python-fire (the bundle CLI) parses Python literals: JSON's false/null would arrive as strings
         cmd += [f"--{key}", value if isinstance(value, str) else repr(value)]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if code is not None:  # ahead of the editable install's path entry
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code), env.get("PYTHONPATH", "")) if p)
     start = time.perf_counter()
     with open(log, "w") as fh:
         proc = subprocess.run(cmd, cwd=workdir, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False)
@@ -350,10 +357,20 @@ class BundleCache:
         cache_dir: the cache root.
         bundle: bundle name (a folder of ``bundles/``).
         overrides: config overrides shared by all runs (``dataset_dir`` is set here).
+        code: a folder holding the ``monai_iqad`` package the runs import (see :func:`snapshot_code`); None: the
+            installed one.
+        code_version: recorded in each run's ``result.json``.
     """
 
-    def __init__(self, cache_dir: Path, bundle: str, overrides: dict[str, Any]) -> None:
-        self.bundle = bundle
+    def __init__(
+        self,
+        cache_dir: Path,
+        bundle: str,
+        overrides: dict[str, Any],
+        code: Path | None = None,
+        code_version: str = "working tree",
+    ) -> None:
+        self.bundle, self.code, self.code_version = bundle, code, code_version
         source = BUNDLES_DIR / bundle / "configs"
         digest = hashlib.sha256(json.dumps(overrides, sort_keys=True).encode())
         for name in RUN_CONFIGS:
@@ -394,7 +411,7 @@ class BundleCache:
         shutil.copytree(self.configs, work / "configs")
         overrides = {**self.overrides, "dataset_dir": str(partial), "run": []}
         try:
-            elapsed = _bundle_run(work, _overlays("mkcnet"), overrides, work / "build.log", threads)
+            elapsed = _bundle_run(work, _overlays("mkcnet"), overrides, work / "build.log", threads, self.code)
             os.replace(partial, self.data_dir)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -407,8 +424,10 @@ class BundleCache:
             shutil.copytree(self.configs, work / "configs")
             common = {"seed": seed, **self.overrides}
             files = _overlays(method)
-            train_s = _bundle_run(work, files, common, work / "train.log", threads)
-            eval_s = _bundle_run(work, [*files, "configs/evaluate.json"], common, work / "evaluate.log", threads)
+            train_s = _bundle_run(work, files, common, work / "train.log", threads, self.code)
+            eval_s = _bundle_run(
+                work, [*files, "configs/evaluate.json"], common, work / "evaluate.log", threads, self.code
+            )
             best = json.loads((work / "models" / "model.pt.json").read_text())
             overall = _read_metrics(work / "eval" / "metrics.csv")
             dest = self.run_dir(method, seed)
@@ -425,6 +444,7 @@ class BundleCache:
                 "best_epoch": best.get("epoch"),
                 "val_auc": best.get("value"),
                 "auc_evaluator": overall.get("auc"),
+                "code": self.code_version,
                 "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             }
             tmp = dest / "result.json.tmp"
@@ -433,6 +453,37 @@ class BundleCache:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return result
+
+
+def snapshot_code(cache_dir: Path) -> tuple[Path, str]:
+    """Extract the committed ``monai_iqad`` package (``git archive HEAD``) into ``cache_dir/code/<commit>``.
+
+    The runs import it from there, so edits that others make in the working tree while the script runs (it can take
+    an hour) neither break the runs nor mix two versions of the code into one table.
+
+    Returns:
+        The folder to put on ``PYTHONPATH`` and the commit hash.
+
+    Raises:
+        RuntimeError: not a git checkout.
+    """
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dest = Path(cache_dir) / "code" / commit[:12]
+        if not (dest / "monai_iqad").is_dir():
+            archive = subprocess.run(
+                ["git", "archive", "--format=tar", "HEAD", "monai_iqad"], cwd=ROOT, capture_output=True, check=True
+            ).stdout
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix="code.", dir=dest.parent))
+            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+                tar.extractall(tmp, filter="data")
+            os.replace(tmp, dest)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise RuntimeError(f"cannot snapshot the code of {ROOT} with git ({exc}); use --code worktree.") from exc
+    return dest, commit[:12]
 
 
 def _read_metrics(path: Path) -> dict[str, float]:
@@ -591,7 +642,9 @@ def bundle_section(bundle: str, stats: dict, results: list[dict], info: dict, cm
         f"{splits.get('test', '?')} test images; test images per grade: "
         + ", ".join(f"{g} {stats['methods'][next(iter(stats['methods']))][g]['n']}" for g in grades)
         + " (q0 = worst; 'low q.' = every grade below the best).",
-        f"- Seeds {stats['seeds']}. Mean over seeds; [95 % interval] from a hierarchical bootstrap "
+        "- Code: `monai_iqad` at commit "
+        + ", ".join(sorted({str(r.get("code", "?")) for r in results}))
+        + f". Seeds {stats['seeds']}. Mean over seeds; [95 % interval] from a hierarchical bootstrap "
         "(seeds, then test images; 2,000 replicates unless stated in the command). F1: mean ± sample std over seeds.",
         "",
     ]
@@ -789,6 +842,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-run", action="store_true", help="only tabulate the runs already in the cache")
     parser.add_argument(
+        "--code",
+        choices=("head", "worktree"),
+        default=None,
+        help="monai_iqad the runs import: 'head' = the committed package, snapshotted into the cache (default), "
+        "'worktree' = the installed working tree (default with --quick)",
+    )
+    parser.add_argument(
         "--override", action="append", default=[], metavar="ID=JSON", help="extra config override, e.g. max_epochs=10"
     )
     args = parser.parse_args(argv)
@@ -810,10 +870,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="mkcnet_demo_") as tmp:
         cache_dir = args.cache_dir or (Path(tmp) if args.quick else DEFAULT_CACHE)
+        code_mode = args.code or ("worktree" if args.quick else "head")
+        code, version = snapshot_code(cache_dir) if code_mode == "head" and not args.no_run else (None, "working tree")
         caches = {}
         for b in bundles:
             extra = _quick_data(b) if args.quick else {}
-            caches[b] = BundleCache(cache_dir, b, {**overrides, **extra})
+            caches[b] = BundleCache(cache_dir, b, {**overrides, **extra}, code, version)
         machine = {**machine_info(), "jobs": args.jobs, "threads": args.threads}
         start = time.perf_counter()
         errors: list[str] = []
