@@ -12,6 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from monai_iqad import demo
 from monai_iqad.data import load_datalist
@@ -19,6 +25,7 @@ from monai_iqad.data.datasets import IQAD_DATASETS
 from monai_iqad.demo import make_demo_data, make_iqad_demo_data, sources
 
 HAVE_PYDICOM_DATA = sources.pydicom_data_dir() is not None
+SPLITS = ("training", "validation", "test")
 needs_pydicom_data = pytest.mark.skipif(not HAVE_PYDICOM_DATA, reason="pydicom-data is not installed")
 
 
@@ -188,6 +195,12 @@ def test_iqad_demo_validation(tmp_path, monkeypatch):
         make_iqad_demo_data(tmp_path, "kvasir")
     with pytest.raises(ValueError, match="num_images"):
         make_iqad_demo_data(tmp_path, "eyeq", num_images=10)
+    with pytest.raises(ValueError, match="together"):
+        make_iqad_demo_data(tmp_path, "iqad_ct", num_train=8, num_val=8)
+    with pytest.raises(ValueError, match="together"):
+        make_iqad_demo_data(tmp_path, "iqad_ct", num_images=40, num_train=8, num_val=8, num_test=8)
+    with pytest.raises(ValueError, match=r"'validation': 3"):
+        make_iqad_demo_data(tmp_path, "iqad_ct", num_train=8, num_val=3, num_test=8)
     with pytest.raises(ValueError, match="diagnosis"):
         demo.simulate_iqad_sample("deepdr", 3, 0)
     real = sources.dicom_path
@@ -196,6 +209,70 @@ def test_iqad_demo_validation(tmp_path, monkeypatch):
         make_iqad_demo_data(tmp_path, "iqad_cxr", num_images=18)
     with pytest.warns(RuntimeWarning, match="CT_small"):
         make_iqad_demo_data(tmp_path / "ct", "iqad_ct", num_images=12)
+
+
+def test_iqad_demo_split_sizes(tmp_path):
+    """Explicit split sizes: exact counts, every pair in every split, the remainder on the first pairs."""
+    path = make_iqad_demo_data(tmp_path, "iqad_ct", seed=1, num_train=8, num_val=5, num_test=12, image_size=32)
+    dl = json.loads(path.read_text())
+    pairs = [(d, q) for q in range(2) for d in range(2)]  # quality-major, as the builder orders them
+    for split, size in (("training", 8), ("validation", 5), ("test", 12)):
+        counts = Counter((it["diagnosis"], it["quality"]) for it in dl[split])
+        assert sum(counts.values()) == size and set(counts) == set(pairs), split
+        base, extra = divmod(size, len(pairs))
+        assert [counts[p] for p in pairs] == [base + (i < extra) for i in range(len(pairs))], split
+    images = [it["image"] for key in ("training", "validation", "test") for it in dl[key]]
+    assert len(set(images)) == 25 and all((path.parent / im).is_file() for im in images)
+
+
+_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+
+
+def _probe_features(img: np.ndarray) -> np.ndarray:
+    """Simple global features per channel: intensity quantiles, quantiles of a difference of Gaussians (blob
+    response, σ 1 vs 3 px) and of the 5×5 local standard deviation (texture), and the mean gradient magnitude."""
+    planes = img.reshape(img.shape[0], img.shape[1], -1)
+    feats: list[float] = []
+    for c in range(planes.shape[-1]):
+        x = planes[..., c]
+        dog = ndimage.gaussian_filter(x, 1.0) - ndimage.gaussian_filter(x, 3.0)
+        local = ndimage.uniform_filter(x, 5)
+        local_std = np.sqrt(np.maximum(ndimage.uniform_filter(x * x, 5) - local**2, 0.0))
+        grad = np.hypot(ndimage.sobel(x, 0), ndimage.sobel(x, 1))
+        feats += [*np.quantile(x, _QUANTILES), *np.quantile(dog, _QUANTILES), *np.quantile(local_std, _QUANTILES)]
+        feats.append(float(grad.mean()))
+    return np.asarray(feats)
+
+
+def _probe(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Out-of-fold class probabilities of a standardised logistic regression (5-fold stratified CV)."""
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    folds = StratifiedKFold(5, shuffle=True, random_state=0)
+    return cross_val_predict(model, features, labels, cv=folds, method="predict_proba")
+
+
+@pytest.mark.parametrize("dataset", demo.IQAD_DEMO_DATASETS)
+def test_diagnosis_learnable_and_grade_predictable(dataset):
+    """A linear probe on simple image features detects the lesions (any diagnosis > 0 vs none) from high-quality
+    images alone, and predicts the quality grade from the images of all grades."""
+    info = IQAD_DATASETS[dataset]
+    if info.modality == "cxr" and not HAVE_PYDICOM_DATA:
+        pytest.skip("iqad_cxr needs pydicom-data")
+    n, best = 40, info.num_quality - 1
+    features, lesion, grade = [], [], []
+    for q in (best, 0) if info.num_quality == 2 else (best, 1, 0):
+        for k in range(n if q != best else 2 * n):  # 80 best-grade images (diagnosis probe), 40 per other grade
+            d = 0 if k % 2 == 0 else 1 + (k // 2) % (info.num_diagnosis - 1)
+            img, _ = demo.simulate_iqad_sample(dataset, d, q, 1000 * q + k)
+            features.append(_probe_features(img))
+            lesion.append(int(d > 0))
+            grade.append(q)
+    x, y, g = np.asarray(features), np.asarray(lesion), np.asarray(grade)
+    hq = g == best
+    auc = roc_auc_score(y[hq], _probe(x[hq], y[hq])[:, 1])
+    assert auc > 0.7, f"{dataset}: lesions not learnable from high-quality images (probe AUC {auc:.3f})"
+    accuracy = float(np.mean(_probe(x, g).argmax(1) == g))
+    assert accuracy > 0.9, f"{dataset}: grade not predictable (probe accuracy {accuracy:.3f})"
 
 
 def _lesion_visibility(dataset: str, quality: int, n: int = 12) -> tuple[float, float]:
@@ -249,6 +326,10 @@ def test_same_seed_same_scene_across_quality():
 
 def test_cli(tmp_path, capsys, monkeypatch):
     assert demo.main(["--out", str(tmp_path / "d"), "--dataset", "deepdr", "--num-images", "18", "--seed", "2"]) == 0
+    split_args = ["--num-train", "6", "--num-val", "6", "--num-test", "12", "--image-size", "32"]
+    assert demo.main(["--out", str(tmp_path / "s"), "--dataset", "deepdr", *split_args]) == 0
+    sizes = {k: len(v) for k, v in json.loads((tmp_path / "s" / "datalist.json").read_text()).items() if k in SPLITS}
+    assert sizes == {"training": 6, "validation": 6, "test": 12}
     assert (tmp_path / "d" / "datalist.json").is_file()
     assert "deepdr" in capsys.readouterr().out
     # the older entry point `python -m monai_iqad.data` runs the same command line and writes the same files

@@ -20,6 +20,7 @@ from .iqad import (
     IQAD_DEMO_DATASETS,
     IQAD_DEMO_DEGRADATIONS,
     IQAD_DEMO_QUALITY_NAMES,
+    QualityEffect,
     make_iqad_demo_data,
     simulate_iqad_sample,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "IQAD_DEMO_DATASETS",
     "IQAD_DEMO_DEGRADATIONS",
     "IQAD_DEMO_QUALITY_NAMES",
+    "QualityEffect",
     "SOURCE_MOS_RANGE",
     "TARGET_MOS_RANGE",
     "available_sources",

@@ -32,7 +32,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m monai_iqad.de
     parser.add_argument("--dataset", default="saqm", choices=("saqm", *IQAD_DEMO_DATASETS, "all"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=None, help="default: 96 (saqm), 64 (IQAD demos)")
-    parser.add_argument("--num-images", type=int, default=None, help="IQAD demos only")
+    parser.add_argument("--num-images", type=int, default=None, help="IQAD demos only: total, split 60/20/20")
+    for split in ("train", "val", "test"):
+        parser.add_argument(f"--num-{split}", type=int, default=None, help=f"IQAD demos only: {split} images")
     parser.add_argument("--label-all", action="store_true", help="saqm: give every target training image its MOS")
     args = parser.parse_args(argv)
     names = ("saqm", *IQAD_DEMO_DATASETS) if args.dataset == "all" else (args.dataset,)
@@ -44,7 +46,14 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m monai_iqad.de
         else:
             try:
                 path = make_iqad_demo_data(
-                    out, name, seed=args.seed, num_images=args.num_images, image_size=args.image_size or 64
+                    out,
+                    name,
+                    seed=args.seed,
+                    num_images=args.num_images,
+                    image_size=args.image_size or 64,
+                    num_train=args.num_train,
+                    num_val=args.num_val,
+                    num_test=args.num_test,
                 )
             except RuntimeError as err:
                 if args.dataset != "all":
