@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from ignite.engine import Events
 from monai.engines.utils import IterationEvents
 from torch.func import functional_call
 from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
 
 from monai_iqad.engines import MetaAuxiliaryTrainer, MultiTaskTrainer, VanillaTrainer
 from monai_iqad.losses import EntropyRegularizer, FocalLoss
@@ -176,17 +178,55 @@ def _rel(a: dict, b: dict) -> float:
     return ((va - vb).norm() / vb.norm()).item()
 
 
-@pytest.mark.parametrize("seed, lam, official", [(0, 0.3, False), (1, 0.0, False), (2, 0.5, True)])
-def test_forward_mode_equals_second_order(seed, lam, official):
+@pytest.mark.parametrize(
+    "seed, lam, official, replay",
+    [
+        (0, 0.3, False, {}),  # default: the forward-mode pass reuses the encoder activations of the forward at θ
+        (1, 0.0, False, {}),
+        (2, 0.5, True, {}),
+        (0, 0.3, False, {"reuse_activations": False}),  # the primal forward recomputed
+        (1, 0.3, True, {"recompute_layers": 4}),  # the first VGG block recomputed, the rest reused
+    ],
+)
+def test_forward_mode_equals_second_order(seed, lam, official, replay):
     # 'epoch' schedule: stage II after a stage-I step
     _, exact, _ = _run_two_stages("second_order", lam, official, seed=seed)
-    _, forward, _ = _run_two_stages("forward_mode", lam, official, seed=seed)
+    _, forward, _ = _run_two_stages("forward_mode", lam, official, seed=seed, **replay)
     assert _flat(exact, exact).norm() > 0
     assert _rel(forward, exact) <= 1e-5
     # 'iteration' schedule, unfused (stage II at the θ after stage I's step, like second order)
     exact = _iteration_grads("second_order", seed, lam, official)
-    forward = _iteration_grads("forward_mode", seed, lam, official, reuse_task_gradient=False)
+    forward = _iteration_grads("forward_mode", seed, lam, official, reuse_task_gradient=False, **replay)
     assert _rel(forward, exact) <= 1e-5
+
+
+def test_forward_mode_reuses_the_encoder_activations():
+    """The forward-mode pass reads the stage-II forward's encoder activations: one encoder forward of FLOPs less."""
+    flops = []
+    for reuse in (False, True):
+        torch.manual_seed(0)
+        net, meta = _nets()
+        trainer = MetaAuxiliaryTrainer(
+            "cpu",
+            1,
+            DataLoader(_data(4), batch_size=4),
+            net,
+            torch.optim.SGD(net.parameters(), lr=0.01),
+            meta,
+            torch.optim.SGD(meta.parameters(), lr=0.01),
+            meta_gradient="forward_mode",
+            reuse_activations=reuse,
+            decollate=False,
+        )
+        counter = FlopCounterMode(display=False)
+        with counter:
+            trainer.run()
+        flops.append(counter.get_total_flops())
+        assert not reuse or not any(trainer.tangent_replay._records.values())  # nothing kept after the pass
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net.encoder.features(torch.zeros(4, 3, 32, 32))
+    assert flops[0] - flops[1] >= counter.get_total_flops() > 0
 
 
 class _MetaStepFirst(MetaAuxiliaryTrainer):
@@ -388,6 +428,11 @@ def test_invalid_arguments():
         MetaAuxiliaryTrainer(*args, meta_gradient="zeroth_order")
     with pytest.raises(ValueError, match="even epoch_length"):
         MetaAuxiliaryTrainer(*args, epoch_length=3)
+    with pytest.raises(ValueError, match="recompute_layers must be non-negative"):
+        MetaAuxiliaryTrainer(*args, meta_gradient="forward_mode", recompute_layers=-1)
+    assert MetaAuxiliaryTrainer(*args, meta_gradient="forward_mode").tangent_replay is not None
+    assert MetaAuxiliaryTrainer(*args, meta_gradient="forward_mode", reuse_activations=False).tangent_replay is None
+    assert MetaAuxiliaryTrainer(*args, meta_gradient="second_order").tangent_replay is None
     # SupervisedTrainer arguments the MKCNet training steps do not use are refused, not silently ignored
     with pytest.raises(TypeError, match="inferer"):
         MetaAuxiliaryTrainer(*args, inferer=object())
@@ -469,7 +514,12 @@ def test_bfloat16_autocast_on_cpu(name):
     trainer.add_event_handler(
         Events.ITERATION_COMPLETED, lambda e: dtypes.append((e.state.output["stage"], e.state.output["pred"].dtype))
     )
-    trainer.run()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.run()
+    # bfloat16 needs no loss scaling: no (CUDA) GradScaler is built, so none warns that CUDA is unavailable
+    assert trainer.scaler is None
+    assert not [w for w in caught if "GradScaler" in str(w.message)], [str(w.message) for w in caught]
     assert trainer.amp and trainer.amp_kwargs["dtype"] == torch.bfloat16
     losses = [torch.as_tensor(v) for k, v in trainer.state.output.items() if k.startswith("loss")]
     assert losses and all(torch.isfinite(v).all() for v in losses)

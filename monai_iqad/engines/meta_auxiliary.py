@@ -23,10 +23,13 @@ from monai_iqad.engines.step import (
     UNSUPPORTED_ARGS,
     autocast,
     check_finite,
+    loss_scaling,
+    run_trainer,
     supervised_trainer_kwargs,
     to_loss_dtype,
     training_step,
 )
+from monai_iqad.engines.tangent_replay import TangentReplay
 from monai_iqad.losses.entropy import EntropyRegularizer
 from monai_iqad.losses.focal import FocalLoss
 from monai_iqad.utils.dist import all_reduce_gradients, average_buffers, get_world_size, unwrap_module
@@ -116,6 +119,15 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
             ``amp``, CUDA only). Defaults to None.
         epoch_length: iterations per epoch; defaults to ``2 * len(loader)`` (``"epoch"``) or ``len(loader)``.
         prepare_batch: defaults to :class:`~monai_iqad.engines.PrepareIQADBatch`.
+        reuse_activations: ``"forward_mode"`` only: the forward-mode pass at θ reads the activations of the forward
+            at θ that precedes it (stage II's, or stage I's with ``reuse_task_gradient``) in the network's plain
+            conv / batch-norm / ReLU / max-pool sequences (the VGG encoder) instead of recomputing its primal
+            forward (:class:`~monai_iqad.engines.tangent_replay.TangentReplay`): one forward of FLOPs less per
+            batch, same gradient; the activations stay alive through the ``θ̃`` forward and backward. Nothing is
+            reused under autocast (the pass at θ then runs in full precision as without it). Defaults to True.
+        recompute_layers: with ``reuse_activations``, how many leading layers of each such sequence the
+            forward-mode pass recomputes instead of keeping their (largest) activations: trades time for peak
+            memory. Defaults to 0.
         trainer_kwargs: other keyword arguments: those of :py:class:`monai.engines.SupervisedTrainer`
             (``non_blocking``, ``postprocessing``, ``key_train_metric``, ``train_handlers``, ``amp``,
             ``amp_kwargs``, ...), except ``iteration_update``, ``inferer``, ``compile``, ``compile_kwargs`` and
@@ -123,8 +135,8 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
 
     Raises:
         ValueError: When ``schedule`` or ``meta_gradient`` is unknown, a weight is negative, ``fd_epsilon`` is not
-            positive, ``k`` cannot be found, ``reuse_task_gradient=True`` does not apply, or the ``"epoch"``
-            schedule has neither a sized loader nor an even ``epoch_length``.
+            positive, ``k`` cannot be found, ``reuse_task_gradient=True`` does not apply, ``recompute_layers`` is
+            negative, or the ``"epoch"`` schedule has neither a sized loader nor an even ``epoch_length``.
         FloatingPointError: (at run time) when a loss is not finite; the message names the epoch and iteration.
     """
 
@@ -152,6 +164,8 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
         epoch_length: int | None = None,
         *,
         prepare_batch: Callable | None = None,
+        reuse_activations: bool = True,
+        recompute_layers: int = 0,
         **trainer_kwargs: Any,
     ) -> None:
         if schedule not in SCHEDULES:
@@ -167,6 +181,8 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
                 raise ValueError(f"{name} must be non-negative, got {value}.")
         if fd_epsilon <= 0:
             raise ValueError(f"fd_epsilon must be positive, got {fd_epsilon}.")
+        if recompute_layers < 0:
+            raise ValueError(f"recompute_layers must be non-negative, got {recompute_layers}.")
         if aux_per_class is None:
             aux_per_class = getattr(unwrap_module(meta_learner), "k", None)
             if aux_per_class is None:
@@ -175,7 +191,7 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
             raise ValueError(f"aux_per_class (k) must be a positive integer, got {aux_per_class}.")
         kwargs = supervised_trainer_kwargs(type(self).__name__, trainer_kwargs, amp_dtype, UNSUPPORTED_ARGS)
         amp, amp_kwargs = kwargs["amp"], kwargs["amp_kwargs"]
-        fp16_scaling = amp and torch.device(device).type == "cuda" and amp_kwargs.get("dtype") in (None, torch.float16)
+        fp16_scaling = loss_scaling(device, amp, amp_kwargs)
         reusable = schedule == "iteration" and meta_gradient == "forward_mode" and is_plain_sgd(optimizer)
         reusable = reusable and not fp16_scaling  # a skipped (inf) scaler step would not be θ̃
         if reuse_task_gradient and not reusable:
@@ -206,6 +222,12 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
         self.meta_gradient = meta_gradient
         self.reuse_task_gradient = reusable if reuse_task_gradient is None else bool(reuse_task_gradient)
         self.official_meta_forward = official_meta_forward
+        #: records the activations of the forward at θ for the forward-mode pass (None: recompute them)
+        self.tangent_replay = (
+            TangentReplay(unwrap_module(network), recompute_layers)
+            if meta_gradient == "forward_mode" and reuse_activations
+            else None
+        )
         self.fd_epsilon = float(fd_epsilon)
         self.entropy_regularizer = EntropyRegularizer() if entropy_regularizer is None else entropy_regularizer
         self.state.stage = 1
@@ -213,6 +235,10 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
         self.add_event_handler(Events.EPOCH_COMPLETED, self._sync_meta_buffers)
         self.state.learning_rate = optimizer.param_groups[0]["lr"]
         self.state.meta_learning_rate = meta_optimizer.param_groups[0]["lr"]
+
+    def run(self) -> None:  # type: ignore[override]
+        """Run the training (MONAI's ``Trainer.run``, with a ``GradScaler`` only for float16 autocast on CUDA)."""
+        run_trainer(self)
 
     def _sync_meta_buffers(self, engine: MetaAuxiliaryTrainer) -> None:
         """End of epoch: the meta learner is not wrapped in DDP, so its BatchNorm statistics are averaged by hand."""
@@ -357,7 +383,8 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
                 engine, batch, stage_one["theta"], fast, average_tangents=True
             )
         else:
-            with self._stage_two_autocast(engine):
+            replay = self.tangent_replay
+            with self._stage_two_autocast(engine), replay.record() if replay else contextlib.nullcontext():
                 logits = network(x)  # module forward at θ: BN running statistics are updated here (official)
             output["pred"] = logits["diagnosis"].detach()
             attached = self.meta_gradient == "second_order"
@@ -443,10 +470,15 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
                 dist.all_reduce(t, op=dist.ReduceOp.SUM)
                 t.div_(get_world_size())
         buffers = {n: b.clone() for n, b in batch.network.named_buffers()}
-        with torch.no_grad(), fwAD.dual_level():  # J_z u at θ (train-mode BN, cloned buffers), full precision
-            duals = {n: fwAD.make_dual(point[n], tangents[n]) for n in batch.names}
-            aux = functional_call(batch.network, {**point, **duals, **buffers}, (batch.x,))["auxiliary"]
-            z, z_dot = fwAD.unpack_dual(aux)
+        replay = self.tangent_replay
+        try:  # J_z u at θ (train-mode BN, cloned buffers), full precision; recorded activations where available
+            with torch.no_grad(), fwAD.dual_level(), replay.replay() if replay else contextlib.nullcontext():
+                duals = {n: fwAD.make_dual(point[n], tangents[n]) for n in batch.names}
+                aux = functional_call(batch.network, {**point, **duals, **buffers}, (batch.x,))["auxiliary"]
+                z, z_dot = fwAD.unpack_dual(aux)
+        finally:
+            if replay is not None:
+                replay.clear()
         # a non-leaf z (a leaf cannot be the input of autograd.grad under hooks such as FlopCounterMode)
         z = to_loss_dtype(z).detach().requires_grad_(True).clone()
         loss_aux = self.auxiliary_weight * self._aux_loss(z, batch.y_w)  # y_ω with its graph
@@ -506,7 +538,8 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
             if self.reuse_task_gradient:
                 net = unwrap_module(engine.network)
                 theta = {n: p.detach().clone() for n, p in net.named_parameters() if p.requires_grad}
-                stage_one = {"theta": theta, "output": self._task_step(engine, x, d, q, y_w=y_w)}
+                with self.tangent_replay.record() if self.tangent_replay else contextlib.nullcontext():
+                    stage_one = {"theta": theta, "output": self._task_step(engine, x, d, q, y_w=y_w)}
                 engine.state.stage = 2
                 output = self._meta_step(engine, x, d, q, y_w=y_w, stage_one=stage_one)
             else:

@@ -13,7 +13,13 @@ from torch.optim.optimizer import Optimizer
 from torch.utils.data import DataLoader
 
 from monai_iqad.engines.prepare_batch import PrepareIQADBatch
-from monai_iqad.engines.step import UNSUPPORTED_ARGS, supervised_trainer_kwargs, to_loss_dtype, training_step
+from monai_iqad.engines.step import (
+    UNSUPPORTED_ARGS,
+    run_trainer,
+    supervised_trainer_kwargs,
+    to_loss_dtype,
+    training_step,
+)
 from monai_iqad.losses.focal import FocalLoss
 
 __all__ = ["MultiTaskTrainer", "VanillaTrainer"]
@@ -44,6 +50,10 @@ class _IQADTrainer(SupervisedTrainer):
         super().__init__(device, max_epochs, train_data_loader, network, optimizer, loss, **kwargs)
         self.state.stage = 1
         self.state.learning_rate = optimizer.param_groups[0]["lr"]
+
+    def run(self) -> None:  # type: ignore[override]
+        """Run the training (MONAI's ``Trainer.run``, with a ``GradScaler`` only for float16 autocast on CUDA)."""
+        run_trainer(self)
 
     def _losses(
         self, logits: Mapping[str, torch.Tensor] | torch.Tensor, d: torch.Tensor, q: torch.Tensor | None

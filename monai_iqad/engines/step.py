@@ -16,6 +16,8 @@ __all__ = [
     "supervised_trainer_kwargs",
     "autocast",
     "grad_scaler",
+    "loss_scaling",
+    "run_trainer",
     "check_finite",
     "to_loss_dtype",
     "training_step",
@@ -81,6 +83,25 @@ def supervised_trainer_kwargs(
     kwargs = dict(trainer_kwargs)
     kwargs["amp"], kwargs["amp_kwargs"] = amp_settings(kwargs.get("amp", False), kwargs.get("amp_kwargs"), amp_dtype)
     return kwargs
+
+
+def loss_scaling(device: str | torch.device, amp: bool, amp_kwargs: Mapping[str, Any]) -> bool:
+    """True for float16 autocast on CUDA, the only setting whose loss needs a ``GradScaler``."""
+    dtype = amp_kwargs.get("dtype", torch.float16)
+    return bool(amp) and torch.device(device).type == "cuda" and dtype in (None, torch.float16)
+
+
+def run_trainer(trainer: Any) -> None:
+    """
+    MONAI's ``Trainer.run`` for ``trainer``, except that the ``GradScaler`` it builds for every run whenever ``amp``
+    is on is built only where :func:`loss_scaling` holds: with bfloat16 autocast on a CPU it would never be used and
+    only warns that CUDA is not available.
+    """
+    from monai.engines.workflow import Workflow
+
+    scaling = loss_scaling(trainer.state.device, trainer.amp, trainer.amp_kwargs)
+    trainer.scaler = torch.amp.GradScaler("cuda") if scaling else None
+    Workflow.run(trainer)
 
 
 def _autocast_device(engine: Any) -> str | None:
