@@ -12,9 +12,12 @@ Usage (from the repository root)::
 Method:
 
 - **Time.** Every round builds each configuration afresh (same seed) and runs one epoch of its trainer
-  (``trainer.run()``, ``max_epochs=1``); rounds are interleaved, after a warm-up round on one batch. The table gives
-  the median epoch time, the median over rounds of the per-round ratio to the vanilla epoch, and a load-robust ratio
-  built from the median time of each kind of iteration (stage I, stage II, or both) times its count.
+  (``trainer.run()``, ``max_epochs=1``), after a warm-up round on one batch. Within a round every configuration
+  runs between two vanilla epochs (vanilla, c1, vanilla, c2, ..., vanilla), so that load changes on a shared machine
+  hit a configuration and its reference alike. The table gives the median epoch time, the median over rounds of the
+  ratio to the mean of the two vanilla epochs around it (wall time, and CPU time of the single thread, which does
+  not count time spent waiting for a core), and a load-robust ratio built from the median time of each kind of
+  iteration (stage I, stage II, or both) times its count.
 - **Peak memory, two ways.** (a) *Tensor peak*: ``torch.profiler`` with ``profile_memory=True`` records every CPU
   allocation and free; the peak of their running sum over one epoch (two batches, fresh trainer) is the peak of live
   tensor bytes above the level at its start (weights and data excluded; gradients, activations, autograd graphs and
@@ -85,6 +88,7 @@ CONFIGS: tuple[str, ...] = (
     "multitask",
     "epoch/second_order",
     "epoch/forward_mode",
+    "epoch/forward_mode-recompute",
     "epoch/first_order",
     "iteration/second_order",
     "iteration/forward_mode",
@@ -96,14 +100,17 @@ CONFIGS: tuple[str, ...] = (
 )
 #: suffix of the configurations run under ``amp_dtype="bfloat16"`` (CPU autocast)
 BF16 = "+bf16"
+#: suffix of the forward-mode configuration whose forward-mode pass recomputes its primal forward
+#: (``reuse_activations=False``, the state before ``TangentReplay``)
+RECOMPUTE = "-recompute"
 
 
 FP32_CONFIGS = tuple(name for name in CONFIGS if not name.endswith(BF16))
 
 
 def base_name(name: str) -> str:
-    """The configuration without its precision suffix (same FLOPs)."""
-    return name.removesuffix(BF16)
+    """The configuration without its precision and recompute suffixes."""
+    return name.removesuffix(BF16).removesuffix(RECOMPUTE)
 
 
 @dataclass(frozen=True)
@@ -152,6 +159,7 @@ def build_trainer(name: str, cfg: Config, loader: Any, device: str = "cpu") -> A
     """
     torch.manual_seed(0)
     common = {"decollate": False, "amp_dtype": "bfloat16" if name.endswith(BF16) else None}
+    extra = {"reuse_activations": False} if name.removesuffix(BF16).endswith(RECOMPUTE) else {}
     name = base_name(name)
     move = (lambda m: m) if device == "cpu" else (lambda m: m.to(device))
     if name == "vanilla":
@@ -173,6 +181,7 @@ def build_trainer(name: str, cfg: Config, loader: Any, device: str = "cpu") -> A
         entropy_weight=ENTROPY_WEIGHT,
         schedule=schedule,
         meta_gradient=meta_gradient,
+        **extra,
         **common,
     )
 
@@ -191,12 +200,17 @@ class EpochRecord:
     """Timings of one configuration over the rounds."""
 
     epochs: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  #: CPU time of the (single) thread per epoch
     iterations: dict[str, list[float]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    #: per round, (wall, CPU) epoch time over the mean of the vanilla epochs run just before and just after it
+    ratios: list[float] = field(default_factory=list)
+    cpu_ratios: list[float] = field(default_factory=list)
 
 
-def time_epoch(name: str, cfg: Config, data: list[dict], record: EpochRecord | None) -> float:
-    """Run one epoch of a fresh trainer; record its wall time and per-iteration times (by kind)."""
+def time_epoch(name: str, cfg: Config, data: list[dict], record: EpochRecord | None) -> tuple[float, float]:
+    """Run one epoch of a fresh trainer; record and return its wall and thread CPU times (and per-iteration wall
+    times by kind)."""
     loader = DataLoader(data, batch_size=cfg.batch, shuffle=False)
     trainer = build_trainer(name, cfg, loader)
     starts: list[float] = []
@@ -211,15 +225,39 @@ def time_epoch(name: str, cfg: Config, data: list[dict], record: EpochRecord | N
 
     trainer.add_event_handler(Events.ITERATION_STARTED, _start)
     trainer.add_event_handler(Events.ITERATION_COMPLETED, _end)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.thread_time()
     trainer.run()
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.thread_time() - cpu_start
     if record is not None:
         record.epochs.append(elapsed)
+        record.cpu.append(cpu)
         for kind, values in per_kind.items():
             record.iterations.setdefault(kind, []).extend(values)
             record.counts[kind] = len(values)
-    return elapsed
+    return elapsed, cpu
+
+
+def time_rounds(cfg: Config, data: list[dict], log: Callable[[str], None]) -> dict[str, EpochRecord]:
+    """
+    ``cfg.rounds`` rounds; in each, every configuration's epoch runs between two vanilla epochs (vanilla, c1,
+    vanilla, c2, ..., vanilla), so that load changes on the shared machine hit a configuration and its reference
+    alike; its ratio is taken to the mean of those two vanilla epochs.
+    """
+    records = {name: EpochRecord() for name in CONFIGS}
+    for r in range(cfg.rounds):
+        before = time_epoch("vanilla", cfg, data, records["vanilla"])
+        for name in CONFIGS:
+            if name == "vanilla":
+                continue
+            rec = records[name]
+            wall, cpu = time_epoch(name, cfg, data, rec)
+            after = time_epoch("vanilla", cfg, data, records["vanilla"])
+            rec.ratios.append(2 * wall / (before[0] + after[0]))
+            rec.cpu_ratios.append(2 * cpu / (before[1] + after[1]))
+            before = after
+        log(f"epoch round {r + 1}/{cfg.rounds} done")
+    records["vanilla"].ratios = records["vanilla"].cpu_ratios = [1.0]
+    return records
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -325,7 +363,12 @@ def parts_stage_one(
 
 
 def _meta_prologue(
-    trainer: MetaAuxiliaryTrainer, x: torch.Tensor, d: torch.Tensor, q: torch.Tensor, part: Part
+    trainer: MetaAuxiliaryTrainer,
+    x: torch.Tensor,
+    d: torch.Tensor,
+    q: torch.Tensor,
+    part: Part,
+    record: contextlib.AbstractContextManager | None = None,
 ) -> tuple[Any, ...]:
     net, meta = trainer.network, trainer.meta_learner
     net.train()
@@ -334,7 +377,7 @@ def _meta_prologue(
         trainer.meta_optimizer.zero_grad()
         y_w = meta(x, d, q)
         entropy = trainer.entropy_regularizer(y_w)
-    with part("task forward at θ + losses"):
+    with part("task forward at θ + losses"), record or contextlib.nullcontext():
         logits = net(x)
         ell = _losses(trainer, logits, d, q, y_w)
     names, thetas = zip(*[(n, p) for n, p in net.named_parameters() if p.requires_grad])
@@ -415,8 +458,13 @@ def parts_first_order(
 def parts_forward_mode(
     trainer: MetaAuxiliaryTrainer, x: torch.Tensor, d: torch.Tensor, q: torch.Tensor, part: Part, step: bool = True
 ) -> None:
-    """Stage II, forward mode (exact): g without a graph, θ̃ forward/backward, one forward-mode pass at θ."""
-    net, meta, y_w, entropy, logits, ell, names, thetas, phis, hyper = _meta_prologue(trainer, x, d, q, part)
+    """
+    Stage II, forward mode (exact): g without a graph, θ̃ forward/backward, one forward-mode pass at θ (which reads
+    the encoder activations of the forward at θ when the trainer has a ``tangent_replay``).
+    """
+    replay = trainer.tangent_replay
+    record = replay.record() if replay is not None else None
+    net, meta, y_w, entropy, logits, ell, names, thetas, phis, hyper = _meta_prologue(trainer, x, d, q, part, record)
     lrs = [hyper.get(id(p), (0.0, 0.0))[0] for p in thetas]
     with part("backward at θ (g, no graph) -> θ̃"):
         grads = torch.autograd.grad(_losses(trainer, logits, d, q, y_w.detach()), thetas, allow_unused=True)
@@ -433,9 +481,11 @@ def parts_forward_mode(
     with part("forward-mode pass at θ -> J_z(α v)"):
         point = {n: p.detach() for n, p in zip(names, thetas)}
         buffers = {n: b.clone() for n, b in net.named_buffers()}
-        with torch.no_grad(), fwAD.dual_level():
+        with torch.no_grad(), fwAD.dual_level(), replay.replay() if replay else contextlib.nullcontext():
             duals = {n: fwAD.make_dual(point[n], lr * g) for n, g, lr in zip(names, v, lrs) if g is not None}
             z, z_dot = fwAD.unpack_dual(functional_call(net, {**point, **duals, **buffers}, (x,))["auxiliary"])
+        if replay is not None:
+            replay.clear()
     with part("backward through the meta learner -> ∇φ"):
         z = z.detach().requires_grad_(True).clone()
         (grad_z,) = torch.autograd.grad(trainer._aux_loss(z, y_w), z, create_graph=True)
@@ -468,6 +518,7 @@ STAGES: dict[str, tuple[str, Callable[..., None]]] = {
     "stage I": ("epoch/second_order", parts_stage_one),
     "stage II, second order": ("epoch/second_order", parts_second_order),
     "stage II, forward mode": ("epoch/forward_mode", parts_forward_mode),
+    "stage II, forward mode, recompute": ("epoch/forward_mode" + RECOMPUTE, parts_forward_mode),
     "stage II, first order": ("epoch/first_order", parts_first_order),
 }
 #: parts of stage II that the fused iteration (``reuse_task_gradient``) takes from stage I instead
@@ -651,23 +702,23 @@ def report(
         if name == "multitask":
             return t["multi-task step"]
         gradient = base_name(name).split("/")[1].replace("_", " ")
-        stage2 = t[f"stage II, {gradient}"]
+        recompute = gradient == "forward mode" and (name.endswith(RECOMPUTE) or name.endswith(BF16))
+        stage = f"stage II, {gradient}" + (", recompute" if recompute else "")
+        stage2 = t[stage]
         stage1 = t["stage I"]
         if name.startswith("iteration/"):  # one shared meta-learner forward (the fix): stage I's no-grad one is gone
             stage1 -= part_flops[which]["stage I"]["meta-learner forward (no_grad) -> y_w"]
         if name.startswith("iteration/forward_mode"):  # reuse_task_gradient: θ̃ is stage I's SGD step
-            stage2 -= sum(part_flops[which]["stage II, forward mode"][p] for p in REUSED_PARTS)
+            stage2 -= sum(part_flops[which][stage][p] for p in REUSED_PARTS)
         return stage1 + stage2
 
     def robust(name: str) -> float:
         rec = records[name]
         return sum(median(rec.iterations[k]) * rec.counts[k] for k in rec.counts)
 
-    van = records["vanilla"]
     rows = []
     for name in CONFIGS:
         rec = records[name]
-        ratio = median([a / b for a, b in zip(rec.epochs, van.epochs)])
         kinds = ", ".join(f"{k} {fmt(1e3 * median(v))}" for k, v in rec.iterations.items())
         flops_epoch = n_batches * iteration_flops(name, "bench")
         paper_it = iteration_flops(name, "paper")
@@ -675,8 +726,9 @@ def report(
             f"`{name}`",
             sum(rec.counts.values()),
             fmt(median(rec.epochs)),
-            f"{ratio:.2f}",
+            f"{median(rec.ratios):.2f}",
             f"{robust(name) / robust('vanilla'):.2f}",
+            f"{median(rec.cpu_ratios):.2f}",
             kinds,
             fmt(flops_epoch / 1e9),
             f"{flops_epoch / (n_batches * iteration_flops('vanilla', 'bench')):.2f}",
@@ -700,6 +752,7 @@ def report(
         "epoch s",
         "x vanilla",
         "x vanilla (robust)",
+        "x vanilla (CPU time)",
         "ms per iteration (median, by stage)",
         "GFLOP/epoch",
         "FLOPs x vanilla",
@@ -768,9 +821,13 @@ def report(
         f"- Benchmark configuration: DeepDR heads (NUM_T={NUM_T}, NUM_IQ={NUM_IQ}, k={K}, λ_R={ENTROPY_WEIGHT}), "
         f"width {cfg.width:g}, {cfg.image_size}x{cfg.image_size} images, batch {cfg.batch}, {cfg.n_images} synthetic "
         f"in-memory images ({n_batches} batches); SGD lr {LR} / meta lr {META_LR}, weight decay {WEIGHT_DECAY}; "
-        f"real engines with `decollate=False`; {cfg.rounds} interleaved timed round(s) after a warm-up.",
-        "- 'x vanilla' = median over rounds of (epoch time / vanilla epoch time of the same round); '(robust)' = the "
-        "same ratio from the median time of each kind of iteration x its count (insensitive to load spikes). "
+        f"real engines with `decollate=False`; {cfg.rounds} timed round(s) after a warm-up; in each round every "
+        "configuration's epoch runs between two vanilla epochs (vanilla, c1, vanilla, c2, ..., vanilla).",
+        "- 'x vanilla' = median over rounds of (epoch wall time / mean of the two vanilla epochs around it); "
+        "'(robust)' = the same ratio from the median wall time of each kind of iteration x its count (insensitive "
+        "to load spikes); '(CPU time)' = the first ratio with the CPU time of the (single) thread instead of the wall "
+        "time (insensitive to time spent waiting for a core on the shared machine, not to cache or memory-bandwidth "
+        "contention). "
         "Tensor peak = `torch.profiler` (profile_memory) peak of live tensor bytes above the epoch's start level; "
         + (
             "peak RSS delta = peak RSS (`VmHWM`) minus the RSS after setup and a small warm-up, one epoch in a fresh "
@@ -862,11 +919,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in CONFIGS:  # warm-up: one batch per configuration (oneDNN primitives, allocator)
         time_epoch(name, cfg, data[: cfg.batch], None)
     log("warm-up done")
-    records = {name: EpochRecord() for name in CONFIGS}
-    for r in range(cfg.rounds):
-        for name in CONFIGS:
-            time_epoch(name, cfg, data, records[name])
-        log(f"epoch round {r + 1}/{cfg.rounds} done")
+    records = time_rounds(cfg, data, log)
     part_times = time_parts(cfg, cfg.part_reps)
     log("part timings done")
     paper_ops: dict[str, dict[str, dict[str, float]]] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,22 @@ class _MetaBatch:
     y_w: torch.Tensor
     entropy: torch.Tensor
     phis: list[torch.Tensor]
+
+
+_TIED: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
+def _functional_call(module: nn.Module, tensors: dict[str, torch.Tensor], args: tuple, kwargs: Any = None) -> Any:
+    """``torch.func.functional_call``; its search for tied parameters or buffers (a walk over all of them, at each
+    call) only runs for modules that have some (checked once per module)."""
+    tied = _TIED.get(module)
+    if tied is None:
+        counts = [
+            (len(list(named(remove_duplicate=False))), len(list(named())))
+            for named in (module.named_parameters, module.named_buffers)
+        ]
+        tied = _TIED[module] = any(a != b for a, b in counts)
+    return functional_call(module, tensors, args, kwargs, tie_weights=tied)
 
 
 def is_plain_sgd(optimizer: Optimizer) -> bool:
@@ -287,7 +304,7 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
     ) -> dict[str, torch.Tensor]:
         """Forward with replaced parameters and *cloned* buffers (the real BN running statistics stay untouched)."""
         buffers = {name: b.clone() for name, b in module.named_buffers()}
-        return functional_call(module, {**params, **buffers}, (x,), kwargs)
+        return _functional_call(module, {**params, **buffers}, (x,), kwargs)
 
     def _stage_two_autocast(self, engine: MetaAuxiliaryTrainer) -> contextlib.AbstractContextManager:
         """Autocast for the forward passes of stage II: forward mode only (no double backward through them)."""
@@ -474,7 +491,7 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
         try:  # J_z u at θ (train-mode BN, cloned buffers), full precision; recorded activations where available
             with torch.no_grad(), fwAD.dual_level(), replay.replay() if replay else contextlib.nullcontext():
                 duals = {n: fwAD.make_dual(point[n], tangents[n]) for n in batch.names}
-                aux = functional_call(batch.network, {**point, **duals, **buffers}, (batch.x,))["auxiliary"]
+                aux = _functional_call(batch.network, {**point, **duals, **buffers}, (batch.x,))["auxiliary"]
                 z, z_dot = fwAD.unpack_dual(aux)
         finally:
             if replay is not None:

@@ -143,7 +143,9 @@ class TangentReplay:
         """The sequence's forward (same calls and results), keeping what the replay needs."""
         leaves = self._leaves[id(seq)]
         running_stats = not all(_batch_stats(m) for m in leaves if isinstance(m, _BatchNorm))
-        if running_stats or torch.is_autocast_enabled(x.device.type):
+        device_type = x.device.type
+        autocast = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+        if running_stats or autocast:
             return nn.Sequential.forward(seq, x)  # nothing recorded: the replay recomputes this sequence
         record = _Record()
         for i, m in enumerate(leaves):
@@ -172,20 +174,22 @@ class TangentReplay:
             x = m(x)
         primal, tangent = fwAD.unpack_dual(x)
         convs, pools = iter(record.conv_outputs), iter(record.pool_indices)
+        fresh = False  # whether ``primal`` is a temporary of this pass (not a recorded or caller's tensor)
         for m in leaves[self.recompute_layers :]:
             if isinstance(m, _ConvNd):
                 output = next(convs)
                 tangent = _conv_tangent(m, primal, tangent, output)
-                primal = output
+                primal, fresh = output, False
             elif isinstance(m, _BatchNorm):
                 primal, tangent = _batch_norm_tangent(m, primal, tangent)
+                fresh = True
             elif isinstance(m, nn.ReLU):
-                primal = torch.relu(primal)
+                primal = primal.relu_() if fresh else torch.relu(primal)
                 if tangent is not None:
                     tangent = torch.ops.aten.threshold_backward(tangent, primal, 0)
             else:  # max pooling: the recorded argmax picks both
                 indices = next(pools)
-                primal = primal.flatten(2).gather(2, indices.flatten(2)).view_as(indices)
+                primal, fresh = primal.flatten(2).gather(2, indices.flatten(2)).view_as(indices), True
                 if tangent is not None:
                     tangent = tangent.flatten(2).gather(2, indices.flatten(2)).view_as(indices)
         out = record.output
@@ -215,9 +219,12 @@ def _batch_norm_tangent(
     bias, bias_dot = (None, None) if m.bias is None else fwAD.unpack_dual(m.bias)
     x_hat, mean, invstd = torch.ops.aten.native_batch_norm(x, None, None, None, None, True, 0.0, m.eps)
     shape = [1, -1] + [1] * (x.ndim - 2)
-    out = x_hat if weight is None else x_hat * weight.view(shape)
-    if bias is not None:
-        out = out.add_(bias.view(shape))
+    if weight is not None and bias is not None:
+        out = torch.addcmul(bias.view(shape), x_hat, weight.view(shape))
+    elif weight is not None:
+        out = x_hat * weight.view(shape)
+    else:
+        out = x_hat if bias is None else x_hat + bias.view(shape)
     tangent = None
     if x_dot is not None:  # train-mode BN has a symmetric Jacobian: its JVP is the backward kernel applied to ẋ
         tangent = torch.ops.aten.native_batch_norm_backward(
