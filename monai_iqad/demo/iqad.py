@@ -8,7 +8,6 @@ Class counts, channels and diagnosis names come from :data:`monai_iqad.data.IQAD
 from __future__ import annotations
 
 import os
-import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,13 +270,6 @@ def make_iqad_demo_data(
         raise RuntimeError(
             "the iqad_cxr demo needs the real chest radiograph RG1_UNCR.dcm from pydicom-data: "
             f"`{sources.INSTALL_HINT}`."
-        )
-    if spec.modality == "ct" and sources.dicom_path("693_UNCR.dcm") is None:
-        warnings.warn(
-            "pydicom-data is not installed: the iqad_ct demo uses only pydicom's CT_small.dcm "
-            f"(`{sources.INSTALL_HINT}`).",
-            RuntimeWarning,
-            stacklevel=2,
         )
     out = Path(out_dir)
     # labels per image: every split balanced over the pairs
