@@ -589,3 +589,19 @@ def test_all_loss_terms_logged_without_a_key_list():
     names = {"loss", "loss_d", "loss_q", "loss_aux", "loss_meta", "entropy"}
     assert set(logged) == {f"train/{n}" for n in names}  # not the labels, the quality grade, stage or the logits
     assert logged["train/loss_meta"] > 0
+
+
+def test_functional_call_keeps_tied_weights_tied():
+    """The trainer's functional forward skips torch's tied-weight search only for modules without tied tensors."""
+    from monai_iqad.engines.meta_auxiliary import _functional_call
+
+    tied = torch.nn.Sequential(torch.nn.Linear(3, 3, bias=False), torch.nn.Linear(3, 3, bias=False))
+    tied[1].weight = tied[0].weight
+    plain = torch.nn.Sequential(torch.nn.Linear(3, 3, bias=False), torch.nn.Linear(3, 3, bias=False))
+    x = torch.randn(2, 3)
+    for module in (tied, plain):
+        new = {n: torch.randn_like(p) for n, p in module.named_parameters()}  # tied: one name for both layers
+        expected = functional_call(module, new, (x,), tie_weights=True)
+        assert torch.equal(_functional_call(module, new, (x,)), expected)
+    new = {"0.weight": torch.randn(3, 3)}
+    assert not torch.equal(functional_call(tied, new, (x,), tie_weights=False), _functional_call(tied, new, (x,)))
