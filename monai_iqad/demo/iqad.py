@@ -56,7 +56,7 @@ class QualityEffect:
 IQAD_DEMO_DEGRADATIONS: dict[str, QualityEffect] = {
     "eyeq": QualityEffect(gamma=1.6, contrast=0.6, haze=0.1, blur=1.0, noise=0.04),
     "deepdr": QualityEffect(gamma=1.4, contrast=0.55, haze=0.25, blur=0.9, noise=0.04),
-    "drac": QualityEffect(gamma=1.5, contrast=0.6, haze=0.15, blur=0.9, noise=0.05),
+    "drac": QualityEffect(gamma=1.5, contrast=0.6, haze=0.15, blur=0.7, noise=0.05),
     "iqad_ct": QualityEffect(gamma=1.5, contrast=0.55, haze=0.3, blur=0.8, noise=0.04),
     "iqad_cxr": QualityEffect(gamma=1.6, contrast=0.55, haze=0.2, blur=0.9, noise=0.04),
 }

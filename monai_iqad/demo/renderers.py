@@ -280,9 +280,9 @@ def _render_octa(size: int, diagnosis: int, rng: np.random.Generator) -> tuple[n
     if diagnosis == 0:
         return clean, clean.copy(), None
     cap = capillaries.copy()
-    n_drop = int(rng.integers(1, 3)) if diagnosis == 1 else int(rng.integers(2, 5))
+    n_drop = int(rng.integers(2, 4)) if diagnosis == 1 else int(rng.integers(3, 6))
     for cy, cx in _sample_positions(r > 0.18 * size, n_drop, rng):
-        cap *= 1.0 - 0.95 * np.clip(1.5 * _blob(size, cy, cx, rng.uniform(0.06, 0.1) * size, rng), 0, 1)
+        cap *= 1.0 - 0.95 * np.clip(1.5 * _blob(size, cy, cx, rng.uniform(0.07, 0.11) * size, rng), 0, 1)
     extra = None
     if diagnosis == 2:
         fine = ndimage.gaussian_filter(rng.standard_normal((size, size)), 0.6 * s)
