@@ -629,7 +629,7 @@ def bundle_section(bundle: str, stats: dict, results: list[dict], info: dict, cm
     splits = info.get("splits", {})
     schedule = f"{info.get('schedule')} schedule, {info.get('meta_gradient')} meta-gradient"
     lines = [
-        f"## `{bundle}`",
+        f"### `{bundle}`",
         "",
         f"`{cmd}`",
         "",
@@ -733,8 +733,15 @@ def readme_rows(stats: dict, results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def summary_section(all_stats: dict[str, dict], cmd: str, total_s: float) -> str:
-    """The table across bundles: AUCs with intervals, the low-quality gain and the two targets of issue 12."""
+def summary_section(all_stats: dict[str, dict], cmd: str, rows_used: Sequence[dict], notes: Sequence[str]) -> str:
+    """The table across bundles: AUCs with intervals, the low-quality gain and the two targets of issue 12.
+
+    Args:
+        all_stats: bundle -> :func:`bundle_statistics`.
+        cmd: the command line shown.
+        rows_used: the per-run results in the tables (their ``finished`` times and durations give the time span).
+        notes: lines on runs requested but missing or left out.
+    """
     headers = [
         "bundle",
         "seeds",
@@ -773,8 +780,10 @@ def summary_section(all_stats: dict[str, dict], cmd: str, total_s: float) -> str
     lines = [
         "## Summary across the demos",
         "",
-        f"`{cmd}` (all runs: {total_s / 60:.0f} min of wall time in this invocation; cached runs count 0).",
+        f"`{cmd}`. {_time_span(rows_used)}",
         "",
+        *(f"- {n}" for n in notes),
+        *([""] if notes else []),
         "Test AUC, mean over seeds [95 % hierarchical bootstrap interval over seeds and test images]; the differences "
         "are paired (same seeds and resampled images). 'yes' in the last column needs a mean gain ≥ 0.02 and an "
         "interval above 0; 'no': the interval's upper end is below 0.02; otherwise 'not resolved'.",
@@ -782,6 +791,23 @@ def summary_section(all_stats: dict[str, dict], cmd: str, total_s: float) -> str
         markdown_table(headers, rows),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _time_span(rows: Sequence[dict]) -> str:
+    """When the tabulated runs ran (from their ``finished`` time stamps and durations)."""
+    ends, starts = [], []
+    for r in rows:
+        if r.get("finished"):
+            end = datetime.datetime.fromisoformat(r["finished"])
+            ends.append(end)
+            starts.append(end - datetime.timedelta(seconds=r["train_s"] + r["eval_s"]))
+    if not ends:
+        return ""
+    minutes = (max(ends) - min(starts)).total_seconds() / 60
+    return (
+        f"The {len(rows)} runs in these tables ran from {min(starts):%Y-%m-%d %H:%M} to {max(ends):%H:%M} UTC "
+        f"({minutes:.0f} min)."
+    )
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -805,8 +831,15 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def _load_runs(cache: BundleCache, methods: Sequence[str], seeds: Sequence[int], info: dict):
-    """The runs of every method at the seeds all methods finished (for paired statistics), plus per-run metrics."""
+    """The runs of every method at the seeds all methods finished (for paired statistics), the per-run metrics, those
+    seeds, and a note on the requested runs that are missing or left out (empty when none)."""
     common = [s for s in seeds if all(cache.load(m, s) is not None for m in methods)]
+    alone = [f"{m} seed {s}" for s in seeds if s not in common for m in methods if cache.load(m, s) is not None]
+    missing = [s for s in seeds if s not in common]
+    note = ""
+    if missing:
+        note = f"`{cache.bundle}`: seeds {missing} not complete for all methods"
+        note += f" (finished but left out of the paired tables: {', '.join(alone)})." if alone else "."
     runs: dict[str, list[dict]] = {m: [] for m in methods}
     rows: list[dict] = []
     for m in methods:
@@ -823,7 +856,7 @@ def _load_runs(cache: BundleCache, methods: Sequence[str], seeds: Sequence[int],
     names = [r["names"] for rs in runs.values() for r in rs]
     if any(not np.array_equal(n, names[0]) for n in names):
         raise ValueError(f"{cache.root}: the runs' predictions.csv name different test images.")
-    return runs, rows, common
+    return runs, rows, common, note
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -881,11 +914,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors: list[str] = []
         if not args.no_run:
             _, errors = execute(ordered_tasks(bundles, args.methods, seeds), caches, args.jobs, args.threads)
-        total_s = time.perf_counter() - start
-        all_stats = {}
+        print(f"runs: {time.perf_counter() - start:.0f} s")
+        all_stats, rows_used, notes = {}, [], []
         for b in bundles:
             info = _bundle_info(caches[b])
-            runs, rows, common = _load_runs(caches[b], args.methods, seeds, info)
+            runs, rows, common, note = _load_runs(caches[b], args.methods, seeds, info)
+            notes += [note] if note else []
+            rows_used += rows
             if not common:
                 print(f"{b}: no seed finished by every method; no section written.")
                 continue
@@ -904,7 +939,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if output is not None:
                 write_section(output, f"{SECTION}/{b}", section, intro=INTRO)
         if all_stats:
-            section = summary_section(all_stats, _command(args), total_s)
+            section = summary_section(all_stats, _command(args), rows_used, notes)
             print(section)
             if output is not None:
                 write_section(output, f"{SECTION}/summary", section, intro=INTRO)
