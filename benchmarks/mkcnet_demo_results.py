@@ -648,7 +648,7 @@ def bundle_section(bundle: str, stats: dict, results: list[dict], info: dict, cm
         "(seeds, then test images; 2,000 replicates unless stated in the command). F1: mean ± sample std over seeds.",
         "",
     ]
-    headers = ["method", "AUC", "ACC", "F1", *(f"AUC {g}" for g in grades), "AUC (low q.)", "train s"]
+    headers = ["method", "AUC", "ACC", "F1", *(f"AUC {g}" for g in grades), "AUC (low q.)", "train s (median)"]
     rows = []
     for m, t in stats["methods"].items():
         train = [r["train_s"] for r in results if r["method"] == m and r["seed"] in stats["seeds"]]
@@ -661,7 +661,7 @@ def bundle_section(bundle: str, stats: dict, results: list[dict], info: dict, cm
                 f"{f1['f1']:.3f} ± {f1['f1_sd']:.3f}" if math.isfinite(f1["f1_sd"]) else f"{f1['f1']:.3f}",
                 *(_ci(t[g]["auc"], t[g]["auc_ci"]) for g in grades),
                 _ci(t["low"]["auc"], t["low"]["auc_ci"]),
-                f"{statistics.mean(train):.0f}" if train else "n/a",
+                f"{statistics.median(train):.0f}" if train else "n/a",
             ]
         )
     lines += [markdown_table(headers, rows), ""]
@@ -723,7 +723,7 @@ def readme_rows(stats: dict, results: list[dict]) -> str:
             else f"{t['all']['f1']:.3f}"
         )
         cells = [f"`{m}`", _ci(t["all"]["auc"], t["all"]["auc_ci"]), _ci(t["low"]["auc"], t["low"]["auc_ci"])]
-        cells += [_ci(t["all"]["acc"], t["all"]["acc_ci"]), f1, f"{statistics.mean(train):.0f}" if train else "n/a"]
+        cells += [_ci(t["all"]["acc"], t["all"]["acc_ci"]), f1, f"{statistics.median(train):.0f}" if train else "n/a"]
         lines.append("| " + " | ".join(cells) + " |")
     for name, d in stats["differences"].items():
         lines.append(
