@@ -264,13 +264,20 @@ def main(argv: list[str] | None = None) -> int:
     for mo in modalities:
         lines.append(f"| {mo} | " + " | ".join(f"{mean_of(m, mod=mo):.3f}" for m in methods) + " |")
 
-    fp32, bf16 = _speed(net, False), _speed(net, True)
+    lines += ["", "## SAQM scoring speed", ""]
+    load = os.getloadavg()[0]
+    for threads in sorted({args.threads, 2}):
+        torch.set_num_threads(threads)
+        fp32, bf16 = _speed(net, False), _speed(net, True)
+        lines.append(
+            f"- One 512x512 image (256 patches), width {args.width}, {threads} torch thread(s), this machine: "
+            f"**{fp32:.2f} images/s fp32**, **{bf16:.2f} images/s bf16 autocast** (ratio {bf16 / fp32:.2f})."
+        )
+    torch.set_num_threads(args.threads)
     lines += [
         "",
-        "## SAQM scoring speed",
-        "",
-        f"One 512x512 image (256 patches), width {args.width}, {args.threads} torch thread(s), this machine: "
-        f"**{fp32:.2f} images/s fp32**, **{bf16:.2f} images/s bf16 autocast** (ratio {bf16 / fp32:.2f}).",
+        f"1-min load average {load:.2f} before, {os.getloadavg()[0]:.2f} after the speed runs (a shared machine: "
+        "compare the ratios, not the absolute rates).",
         "",
         f"Plot: `{Path(args.plot).name}` (mean score per level, min-max normalised per method over the split).",
         "",
