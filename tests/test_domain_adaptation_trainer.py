@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -327,7 +328,12 @@ def test_bfloat16_autocast_on_cpu():
     for amp_dtype in (None, "bfloat16"):
         net, head = _models()
         trainer = _trainer("unsupervised", _source_batches(2), [_target_batch()], net, head, amp_dtype=amp_dtype)
-        trainer.run()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.run()
+        # no loss scaling for bfloat16: no (CUDA) GradScaler is built, so none warns that CUDA is unavailable
+        assert trainer.scaler is None
+        assert not [w for w in caught if "GradScaler" in str(w.message)], [str(w.message) for w in caught]
         out = _first(trainer.state.output)
         assert torch.isfinite(torch.as_tensor(out["loss"])) and torch.isfinite(torch.as_tensor(out["loss_dom"]))
         results[amp_dtype] = (trainer.amp, float(out["loss_reg"]))

@@ -18,7 +18,7 @@ from torch.optim.optimizer import Optimizer
 from torch.utils.data import DataLoader
 
 from monai_iqad.engines.prepare_batch import PrepareIQABatch
-from monai_iqad.engines.step import supervised_trainer_kwargs, training_step
+from monai_iqad.engines.step import run_trainer, supervised_trainer_kwargs, training_step
 from monai_iqad.networks.blocks.gradient_reversal import GradientReversal, dann_lambda
 
 if TYPE_CHECKING:
@@ -214,6 +214,10 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         self._target_iter: Any = None
         if self.target_data_loader is not None:
             self.add_event_handler(Events.EPOCH_STARTED, self._restart_target_loader)
+
+    def run(self) -> None:  # type: ignore[override]
+        """Run the training (MONAI's ``Trainer.run``, with a ``GradScaler`` only for float16 autocast on CUDA)."""
+        run_trainer(self)
 
     # ------------------------------------------------------------------------------------------------------------
     # target loader
