@@ -62,12 +62,17 @@ def _load_saqm(path: Path, width: float) -> SAQM:
     return net.eval()
 
 
-def _score_saqm(net: SAQM, paths: list[str], bf16: bool) -> np.ndarray:
+def _preprocess(paths: list[str]) -> list[torch.Tensor]:
+    """The SAQM inputs ``(1, C, H, W)`` of ``paths`` (read and normalised once, reused by every checkpoint)."""
     pre = saqm_preprocessing(train=False, mos_range=(0.0, 1.0))
+    return [torch.as_tensor(pre({"image": p})["image"]).float()[None] for p in paths]
+
+
+def _score_saqm(net: SAQM, inputs: list[torch.Tensor], bf16: bool) -> np.ndarray:
+    """Image scores of ``net`` on preprocessed ``inputs`` (see :func:`_preprocess`)."""
     out = []
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        for p in paths:
-            x = torch.as_tensor(pre({"image": p})["image"]).float()[None]
+        for x in inputs:
             out.append(float(net(x).float()))
     return np.asarray(out)
 
@@ -130,19 +135,32 @@ def _select(pattern: str, out: str, items: list[dict], paths: list[str], width: 
     if not files:
         raise FileNotFoundError(f"--select: no checkpoint matches {pattern!r}.")
     index = {p: i for i, p in enumerate(paths)}
+    inputs = _preprocess(paths)
     best, best_value = "", -np.inf
     for f in files:
-        per_cell, _ = _ladder_srocc(items, index, {"SAQM": _score_saqm(_load_saqm(Path(f), width), paths, bf16)})
-        per_family = {d: float(np.mean(v)) for (d, _), v in per_cell["SAQM"].items()}
+        per_cell, _ = _ladder_srocc(items, index, {"SAQM": _score_saqm(_load_saqm(Path(f), width), inputs, bf16)})
+        family: dict[str, list[float]] = defaultdict(list)
+        modality: dict[str, list[float]] = defaultdict(list)
+        for (d, mo), v in per_cell["SAQM"].items():
+            family[d] += v
+            modality[mo] += v
+        per_family = {d: float(np.mean(v)) for d, v in family.items()}
         value = float(np.mean([v for vs in per_cell["SAQM"].values() for v in vs]))
         worst = min(per_family, key=lambda d: per_family[d])
-        print(f"{f}: mean within-ladder SROCC {value:.4f} (worst {worst} {per_family[worst]:.3f})", flush=True)
+        by_mod = ", ".join(f"{mo} {np.mean(v):.3f}" for mo, v in sorted(modality.items()))
+        print(f"{f}: mean within-ladder SROCC {value:.4f} (worst {worst} {per_family[worst]:.3f}; {by_mod})")
         if value > best_value:
             best, best_value = f, value
     net = _load_saqm(Path(best), width)
     atomic_torch_save(net.state_dict(), out)
     print(f"selected {best} (mean within-ladder SROCC {best_value:.4f}) -> {out}")
     return 0
+
+
+def _rel(path: str | os.PathLike) -> str:
+    """``path`` relative to the repository when it is inside it."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(path)
 
 
 def _speed(net: SAQM, bf16: bool, repeats: int = 3) -> float:
@@ -159,6 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--corpus", default=str(REPO / "bundles/medical_saqm_iqa/corpus"))
     parser.add_argument("--model", default=str(REPO / "bundles/medical_saqm_iqa/models/model.pt"))
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="another SAQM checkpoint scored in the same run, reported as method NAME (repeatable)",
+    )
     parser.add_argument("--width", type=float, default=0.125)
     parser.add_argument("--split", default="test")
     parser.add_argument("--bf16", action="store_true", help="score with bf16 autocast")
@@ -189,8 +214,18 @@ def main(argv: list[str] | None = None) -> int:
     seconds: dict[str, float] = {}
     net = _load_saqm(Path(args.model), args.width)
     start = time.perf_counter()
-    scores["SAQM"] = _score_saqm(net, paths, args.bf16)
+    inputs = _preprocess(paths)
+    scores["SAQM"] = _score_saqm(net, inputs, args.bf16)
     seconds["SAQM"] = (time.perf_counter() - start) / len(paths)
+    compared = []
+    for spec in args.compare:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            parser.error(f"--compare expects NAME=PATH, got {spec!r}")
+        start = time.perf_counter()
+        scores[name] = _score_saqm(_load_saqm(Path(path), args.width), inputs, args.bf16)
+        seconds[name] = (time.perf_counter() - start) / len(paths)
+        compared.append(f"`{name}` = `{_rel(path)}`")
     classic = _classic_metrics()
     wanted = list(classic) if args.metrics == "all" else [] if args.metrics == "none" else args.metrics.split(",")
     for name in wanted:
@@ -217,8 +252,13 @@ def main(argv: list[str] | None = None) -> int:
         "higher = better (lower-better metrics negated). Within-ladder SROCC = Spearman correlation of the score with "
         "the severity order of one pristine crop under one distortion (levels 0-5), averaged over ladders; a "
         "constant score on a ladder counts as 0. The pseudo-MOS is SSIM against the pristine (full reference). "
-        f"SAQM: `{Path(args.model).relative_to(REPO) if Path(args.model).is_relative_to(REPO) else args.model}`, "
-        f"width {args.width}, {'bf16' if args.bf16 else 'fp32'} scoring; torch threads: {args.threads}.",
+        f"SAQM: `{_rel(args.model)}`"
+        + (
+            f" (compared in the same run: {', '.join(compared)}; ms / image without the preprocessing)"
+            if compared
+            else ""
+        )
+        + f", width {args.width}, {'bf16' if args.bf16 else 'fp32'} scoring; torch threads: {args.threads}.",
         "",
         "## Summary",
         "",
@@ -236,11 +276,14 @@ def main(argv: list[str] | None = None) -> int:
             f"| {m} | {mean_of(m):.3f} | {worst} ({fam[worst]:.3f}) | {_srocc(s[ok], mos[ok]):.3f} | {plcc:.3f} "
             f"| {seconds[m] * 1000:.1f} |"
         )
-    sa = scores["SAQM"]
+    lines.append("")
+    for m in ["SAQM", *(spec.partition("=")[0] for spec in args.compare)]:
+        sa = scores[m]
+        lines.append(
+            f"{m} score spread on this split: min {sa.min():.3f}, 5th percentile {np.percentile(sa, 5):.3f}, median "
+            f"{np.median(sa):.3f}, 95th percentile {np.percentile(sa, 95):.3f}, max {sa.max():.3f}."
+        )
     lines += [
-        "",
-        f"SAQM score spread on this split: min {sa.min():.3f}, 5th percentile {np.percentile(sa, 5):.3f}, median "
-        f"{np.median(sa):.3f}, 95th percentile {np.percentile(sa, 95):.3f}, max {sa.max():.3f}.",
         "",
         "## Within-ladder SROCC per distortion (all modalities)",
         "",

@@ -16,12 +16,15 @@ from skimage import data as skdata
 from skimage.metrics import structural_similarity
 
 from monai_iqad.data import load_datalist
+from monai_iqad.demo import sources
 from monai_iqad.demo.pretrain_corpus import (
     CORPUS_SOURCES,
+    CORPUS_SOURCES_V1,
     MODALITY_FAMILIES,
     CorpusSource,
     LadderPatchDataset,
     build_pretrain_corpus,
+    corpus_preset,
     pseudo_mos,
     unique_items,
 )
@@ -116,6 +119,57 @@ def test_default_sources_are_split_by_source_and_modality_aware():
     assert "low_dose_ct" in MODALITY_FAMILIES["CT"] and "rician_noise" not in MODALITY_FAMILIES["CT"]
     test_modalities = {s.modality for s in CORPUS_SOURCES if s.split == "test"}
     assert {"CT", "MR", "CR", "US"} <= test_modalities
+
+
+def test_current_corpus_keeps_the_v1_test_split_and_adds_validation_modalities():
+    """Every source of the shipped model's corpus is still there unchanged (so its crops and distortions, seeded by
+    source and crop name, are too), the test split is exactly v1's, and validation now spans CT, US, NM and natural."""
+    assert set(CORPUS_SOURCES_V1) <= set(CORPUS_SOURCES)
+    assert [s for s in CORPUS_SOURCES if s.split == "test"] == [s for s in CORPUS_SOURCES_V1 if s.split == "test"]
+    assert {s.modality for s in CORPUS_SOURCES if s.split == "validation"} == {"CT", "US", "NM", "natural"}
+    chest = [s for s in CORPUS_SOURCES if s.file == "RG1_UNCR.dcm"]
+    assert sorted(s.scale_side for s in chest) == [512, 768, 1024] and {s.split for s in chest} == {"training"}
+    assert corpus_preset("v1") == CORPUS_SOURCES_V1 and corpus_preset("full") == CORPUS_SOURCES
+    with pytest.raises(ValueError, match="unknown corpus preset"):
+        corpus_preset("v2")
+
+
+@pytest.mark.skipif(sources.pydicom_data_dir() is None, reason="pydicom-data is not installed")
+def test_no_dicom_study_feeds_two_splits():
+    """A DICOM study (StudyInstanceUID) never feeds two splits, over the sources of every preset (pydicom's sample
+    set RG1/RG3/MR2/US1/NM has one UID per file, so those files are split by file)."""
+    import pydicom
+
+    split_of: dict[str, str] = {}
+    for src in CORPUS_SOURCES:
+        if src.kind == "skimage":
+            continue
+        path = sources.dicom_path(src.file)
+        assert path is not None, src.file
+        uid = str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+        assert split_of.setdefault(uid, src.split) == src.split, (src.name, uid)
+    # the validation OB study has two files, both in validation
+    assert sum(1 for s in split_of.values() if s == "validation") >= 2
+
+
+def test_adding_sources_leaves_the_other_crops_unchanged(tmp_path, monkeypatch):
+    """Crops and distortions are seeded by source and crop name: adding sources (here the same image at a second
+    scale) changes no file of the others, and the two scales give different crops. Relative output paths work."""
+    monkeypatch.chdir(tmp_path)
+    fams = {"natural": ("gaussian_noise",)}
+    base = (
+        CorpusSource("nat_camera", "natural", "training", "skimage", "camera", 1, 128),
+        CorpusSource("nat_coins", "natural", "test", "skimage", "coins", 1, 0),
+    )
+    more = (*base[:1], CorpusSource("nat_camera_256", "natural", "training", "skimage", "camera", 1, 256), base[1])
+    digests = []
+    for name, srcs in (("base", base), ("more", more)):
+        build_pretrain_corpus(name, seed=1, image_size=64, sources_=srcs, families=fams, levels=1, log=None)
+        digests.append(json.loads((tmp_path / name / "manifest.json").read_text())["sha256"])
+    images = {k for k in digests[0] if k.startswith("images/")}
+    assert images and all(digests[1][k] == digests[0][k] for k in images)
+    a, b = (f"images/training/{n}_f0_c0/pristine.png" for n in ("nat_camera", "nat_camera_256"))
+    assert digests[1][a] != digests[1][b]
 
 
 def test_pseudo_mos_is_ssim():

@@ -54,6 +54,7 @@ from .utils import item_rng, resize, save_png, to_gray
 
 __all__ = [
     "CORPUS_SOURCES",
+    "CORPUS_SOURCES_V1",
     "TINY_CORPUS_SOURCES",
     "corpus_preset",
     "MODALITY_FAMILIES",
@@ -118,11 +119,12 @@ class CorpusSource:
     window: tuple[float, float] = (40.0, 400.0)
 
 
-#: The sources, with their split. Test sources are different files/scenes from every training source: CT
-#: ``CT_small`` thorax (training: the 693 head CT and the J2K abdomen slice), MR abdomen ``MR-SIEMENS`` (training: the
-#: MR2 shoulder), CR leg ``RG3`` (training: the RG1 chest), ultrasound ``gdcm-US-ALOKA-16`` (training: the echo and
-#: lymph-node scenes), the fundus ``retina`` (no fundus in training: a generalisation test) and three natural images.
-CORPUS_SOURCES: tuple[CorpusSource, ...] = (
+#: The sources of the first corpus (the one the shipped ``models/model.pt`` was trained on), with their split. Test
+#: sources are different files/scenes from every training source: CT ``CT_small`` thorax (training: the 693 head CT
+#: and the J2K head slice), MR abdomen ``MR-SIEMENS`` (training: the MR2 shoulder), CR leg ``RG3`` (training: the RG1
+#: chest), ultrasound ``gdcm-US-ALOKA-16`` (training: the echo and lymph-node scenes), the fundus ``retina`` (no fundus
+#: in training: a generalisation test) and two natural images.
+CORPUS_SOURCES_V1: tuple[CorpusSource, ...] = (
     # training
     CorpusSource("ct_head693", "CT", "training", "ct", "693_UNCR.dcm", 6, 0, window=(40.0, 120.0)),
     CorpusSource("ct_j2kslice", "CT", "training", "ct", "J2K_pixelrep_mismatch.dcm", 4, 0, window=(40.0, 400.0)),
@@ -152,6 +154,30 @@ CORPUS_SOURCES: tuple[CorpusSource, ...] = (
     CorpusSource("nat_chelsea", "natural", "test", "skimage", "chelsea", 1, 0),
 )
 
+#: The current corpus: :data:`CORPUS_SOURCES_V1` plus (training) the RG1 chest radiograph again at short sides 768
+#: and 1024, so film grain is part of pristine radiographs as it is in the test leg radiograph (resized 1760 -> 768),
+#: and (validation) an abdominal CT (``explicit_VR-UN``, pancreas study), the full ultrasound frame of the validation
+#: OB study (``OBXXXX1A``: same StudyInstanceUID as ``examples_palette``, so both stay in validation), a whole-body
+#: NM projection (``JPEG2000_UNC``) and the scikit-image ``gravel`` texture. Crops and distortions are seeded by
+#: source and crop name, so the test split is byte-identical to the first corpus. Split rule: a file, and every file
+#: of its study, feeds one split only; pydicom's sample set (RG1, RG3, MR2, US1, the NM whole body) shares one
+#: StudyInstanceUID but holds different patients and body parts, so those files are split by file. Left out: files
+#: of a test study (``examples_overlay`` = the test MR, ``gdcm-US-ALOKA-16_big`` = the test US, ``RG3_*``), the
+#: ``_J2KI/_J2KR/_UNCI`` copies of a ``_UNCR`` file, ``examples_rgb_color`` (a smaller copy of ``US1``),
+#: ``eCT_Supplemental`` (a perfusion map), the SMPTE test patterns ``mlut_18``/``vlut_04``, and the JPEG-lossless
+#: files (``bad_sequence``, ``JPGLosslessP14SV1_1s_1f_8b``) that need a decoder plugin not installed here.
+CORPUS_SOURCES: tuple[CorpusSource, ...] = (
+    *CORPUS_SOURCES_V1[:4],
+    CorpusSource("cr_chest_768", "CR", "training", "dicom", "RG1_UNCR.dcm", 6, 768),
+    CorpusSource("cr_chest_1024", "CR", "training", "dicom", "RG1_UNCR.dcm", 6, 1024),
+    *CORPUS_SOURCES_V1[4:17],
+    CorpusSource("ct_abdomen", "CT", "validation", "ct", "explicit_VR-UN.dcm", 3, 0, window=(40.0, 400.0)),
+    CorpusSource("us_ob_full", "US", "validation", "us", "OBXXXX1A.dcm", 2, 0),
+    CorpusSource("nm_wholebody", "NM", "validation", "dicom", "JPEG2000_UNC.dcm", 2, 0),
+    CorpusSource("nat_gravel", "natural", "validation", "skimage", "gravel", 1, 256),
+    *CORPUS_SOURCES_V1[17:],
+)
+
 #: A few-second corpus for tests and smoke runs (one crop of three sources that need no pydicom-data).
 TINY_CORPUS_SOURCES: tuple[CorpusSource, ...] = (
     CorpusSource("nat_astronaut", "natural", "training", "skimage", "astronaut", 1, 256),
@@ -163,12 +189,13 @@ SPLITS = ("training", "validation", "test")
 
 
 def corpus_preset(name: str) -> tuple[CorpusSource, ...]:
-    """The sources of a named corpus: ``"full"`` (:data:`CORPUS_SOURCES`) or ``"tiny"`` (:data:`TINY_CORPUS_SOURCES`).
+    """The sources of a named corpus: ``"full"`` (:data:`CORPUS_SOURCES`), ``"v1"`` (:data:`CORPUS_SOURCES_V1`, the
+    shipped model's corpus) or ``"tiny"`` (:data:`TINY_CORPUS_SOURCES`).
 
     Raises:
         ValueError: for another name.
     """
-    presets = {"full": CORPUS_SOURCES, "tiny": TINY_CORPUS_SOURCES}
+    presets = {"full": CORPUS_SOURCES, "v1": CORPUS_SOURCES_V1, "tiny": TINY_CORPUS_SOURCES}
     if name not in presets:
         raise ValueError(f"unknown corpus preset {name!r}; expected one of {sorted(presets)}.")
     return presets[name]
@@ -343,7 +370,7 @@ def build_pretrain_corpus(
         raise ValueError(f"levels must be in 1..{MAX_SEVERITY}, got {levels}.")
     families = dict(MODALITY_FAMILIES if families is None else families)
     start = time.perf_counter()
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()  # write_datalist returns an absolute path; the manifest keys are relative
     sections: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     used, missing = [], []
     for src in sources_:
