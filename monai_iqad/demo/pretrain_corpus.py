@@ -156,9 +156,9 @@ CORPUS_SOURCES_V1: tuple[CorpusSource, ...] = (
 
 #: The current corpus: :data:`CORPUS_SOURCES_V1` plus (training) the RG1 chest radiograph again at short sides 768
 #: and 1024, so film grain is part of pristine radiographs as it is in the test leg radiograph (resized 1760 -> 768),
-#: and (validation) an abdominal CT (``explicit_VR-UN``, pancreas study), the full ultrasound frame of the validation
-#: OB study (``OBXXXX1A``: same StudyInstanceUID as ``examples_palette``, so both stay in validation), a whole-body
-#: NM projection (``JPEG2000_UNC``) and the scikit-image ``gravel`` texture. Crops and distortions are seeded by
+#: and (validation) an abdominal CT (``explicit_VR-UN``, pancreas study), two more crops of the validation OB scene
+#: (``OBXXXX1A`` holds the pixels of ``examples_palette`` plus black rows, same StudyInstanceUID, so both stay in
+#: validation), a whole-body NM projection (``JPEG2000_UNC``) and the scikit-image ``gravel`` texture. Crops and distortions are seeded by
 #: source and crop name, so the test split is byte-identical to the first corpus. Split rule: a file, and every file
 #: of its study, feeds one split only; pydicom's sample set (RG1, RG3, MR2, US1, the NM whole body) shares one
 #: StudyInstanceUID but holds different patients and body parts, so those files are split by file. Left out: files
