@@ -158,11 +158,12 @@ CORPUS_SOURCES_V1: tuple[CorpusSource, ...] = (
 #: and 1024, so film grain is part of pristine radiographs as it is in the test leg radiograph (resized 1760 -> 768),
 #: and (validation) an abdominal CT (``explicit_VR-UN``, pancreas study), two more crops of the validation OB scene
 #: (``OBXXXX1A`` holds the pixels of ``examples_palette`` plus black rows, same StudyInstanceUID, so both stay in
-#: validation), a whole-body NM projection (``JPEG2000_UNC``) and the scikit-image ``gravel`` texture. Crops and distortions are seeded by
-#: source and crop name, so the test split is byte-identical to the first corpus. Split rule: a file, and every file
-#: of its study, feeds one split only; pydicom's sample set (RG1, RG3, MR2, US1, the NM whole body) shares one
-#: StudyInstanceUID but holds different patients and body parts, so those files are split by file. Left out: files
-#: of a test study (``examples_overlay`` = the test MR, ``gdcm-US-ALOKA-16_big`` = the test US, ``RG3_*``), the
+#: validation), a whole-body NM projection (``JPEG2000_UNC``) and the scikit-image ``gravel`` texture. Crops and
+#: distortions are seeded by source and crop name, so the test split is byte-identical to the first corpus. Split
+#: rule: a file, and every file of its study, feeds one split only. pydicom's sample set (RG1, RG3, MR2, US1, the NM
+#: whole body: different patients and body parts) has StudyInstanceUIDs that differ in one component only
+#: (``1.3.6.1.4.1.5962.1.2.<n>.20040826185059.5457``); they are different studies and are split by file. Left out:
+#: files of a test study (``examples_overlay`` = the test MR, ``gdcm-US-ALOKA-16_big`` = the test US, ``RG3_*``), the
 #: ``_J2KI/_J2KR/_UNCI`` copies of a ``_UNCR`` file, ``examples_rgb_color`` (a smaller copy of ``US1``),
 #: ``eCT_Supplemental`` (a perfusion map), the SMPTE test patterns ``mlut_18``/``vlut_04``, and the JPEG-lossless
 #: files (``bad_sequence``, ``JPGLosslessP14SV1_1s_1f_8b``) that need a decoder plugin not installed here.
