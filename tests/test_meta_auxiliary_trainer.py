@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import gc
 import warnings
+import weakref
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from monai_iqad.engines import MetaAuxiliaryTrainer, MultiTaskTrainer, VanillaTrainer
+from monai_iqad.engines.meta_auxiliary import _Int32, _pack_int32, _unpack_int32
 from monai_iqad.losses import EntropyRegularizer, FocalLoss
 from monai_iqad.networks import MetaLearner, MKCNet, VanillaNet
 
@@ -186,6 +189,7 @@ def _rel(a: dict, b: dict) -> float:
         (2, 0.5, True, {}),
         (0, 0.3, False, {"reuse_activations": False}),  # the primal forward recomputed
         (1, 0.3, True, {"recompute_layers": 4}),  # the first VGG block recomputed, the rest reused
+        (2, 0.3, False, {"recompute_layers": 0}),  # every convolution output kept (default: all but the first)
     ],
 )
 def test_forward_mode_equals_second_order(seed, lam, official, replay):
@@ -198,6 +202,36 @@ def test_forward_mode_equals_second_order(seed, lam, official, replay):
     exact = _iteration_grads("second_order", seed, lam, official)
     forward = _iteration_grads("forward_mode", seed, lam, official, reuse_task_gradient=False, **replay)
     assert _rel(forward, exact) <= 1e-5
+
+
+def test_stage_two_graphs_keep_pooling_indices_as_int32():
+    """The saved-tensor hooks of the forward-mode stage II: exact gradients, int64 → int32 only where it fits, and
+    saved leaves (θ̃) are released with the graph."""
+    big = torch.arange(5000, dtype=torch.int64) * 1000
+    packed = _pack_int32(big)
+    assert isinstance(packed, _Int32) and packed.tensor.dtype == torch.int32
+    assert torch.equal(_unpack_int32(packed), big) and _unpack_int32(packed).dtype == torch.int64
+    for kept in (big * 10**6, torch.arange(10), torch.randn(5000)):  # out of int32 range, small, float
+        assert torch.equal(_unpack_int32(_pack_int32(kept)), kept)
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 16, 16)
+    weight = torch.randn(4, 3, 3, 3, requires_grad=True)
+
+    def _grad() -> torch.Tensor:
+        y = torch.nn.functional.max_pool2d(torch.nn.functional.conv2d(x, weight, padding=1).relu(), 2)
+        return torch.autograd.grad((y * y).sum(), weight)[0]
+
+    reference = _grad()
+    with torch.autograd.graph.saved_tensors_hooks(_pack_int32, _unpack_int32):
+        assert torch.equal(_grad(), reference)
+        net, _ = _nets()
+        fast = {n: p.detach().clone().requires_grad_(True) for n, p in net.named_parameters()}
+        alive = [weakref.ref(t) for t in fast.values()]
+        out = MetaAuxiliaryTrainer._functional_forward(net, fast, torch.randn(2, 3, 32, 32))
+        torch.autograd.grad(out["diagnosis"].sum() + out["quality"].sum(), list(fast.values()), allow_unused=True)
+    del fast, out
+    gc.collect()
+    assert not any(ref() is not None for ref in alive)  # (a pack hook returning the tensor itself keeps some)
 
 
 def test_forward_mode_reuses_the_encoder_activations():

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+from unittest import mock
+
 import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -9,7 +13,7 @@ import torch.nn as nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
-from monai_iqad.engines.tangent_replay import TangentReplay
+from monai_iqad.engines.tangent_replay import TangentReplay, _compact_indices, _expand_indices, _gather
 from monai_iqad.networks import MKCNet
 
 
@@ -150,3 +154,53 @@ def test_record_drops_earlier_records_and_validation():
     assert not replay._records
     with pytest.raises(ValueError, match="recompute_layers must be non-negative"):
         TangentReplay(net, -1)
+
+
+@pytest.mark.parametrize(
+    "pool, shape",
+    [
+        (nn.MaxPool2d(2), (2, 3, 8, 10)),
+        (nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True), (2, 3, 9, 7)),
+        (nn.MaxPool2d((2, 3), stride=(1, 2), dilation=(2, 1)), (1, 2, 9, 11)),
+        (nn.MaxPool1d(4, stride=3, padding=2), (2, 3, 17)),
+        (nn.MaxPool3d(2, stride=(1, 2, 2), padding=(1, 0, 1)), (1, 2, 5, 6, 7)),
+        (nn.MaxPool2d(17), (1, 1, 34, 34)),  # a window of 289 > 256 elements: int32 flat indices
+    ],
+)
+def test_pool_indices_stored_compactly_and_exactly(pool, shape):
+    torch.manual_seed(4)
+    x = torch.randn(shape)
+    fn = {1: torch.nn.functional.max_pool1d, 2: torch.nn.functional.max_pool2d, 3: torch.nn.functional.max_pool3d}
+    args = (pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
+    out, indices = fn[x.ndim - 2](x, *args, return_indices=True)
+    before = indices.clone()
+    stored = _compact_indices(pool, indices, x.shape[2:])
+    assert torch.equal(indices, before)  # the forward's indices (saved by autograd) are not modified
+    window = math.prod(pool.kernel_size) if isinstance(pool.kernel_size, tuple) else pool.kernel_size ** (x.ndim - 2)
+    assert stored.compact.dtype == (torch.uint8 if window <= 256 else torch.int32)
+    expanded = _expand_indices(pool, stored)
+    assert expanded.dtype == torch.int64 and torch.equal(expanded, indices)
+    assert torch.equal(_gather(x, expanded), out)
+
+
+def test_recomputed_first_convolution_runs_through_the_replay():
+    """``recompute_layers=1``: the image convolution's output is not kept, the replay recomputes it (no generic
+    forward-mode batch norm) and the tangent is unchanged."""
+    torch.manual_seed(5)
+    net = MKCNet(2, 2, 2, width=1 / 16).double().train()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    tangents = {n: torch.randn_like(p) for n, p in net.named_parameters()}
+    reference = _jvp(net, x, tangents, "auxiliary")
+    kept = []
+    for layers in (0, 1):
+        replay = TangentReplay(net, layers)
+        with replay.record():
+            net(x)
+        kept.append(len(replay._records[id(net.encoder.features)][0].conv_outputs))
+        norms = [m for m in net.encoder.features.modules() if isinstance(m, nn.BatchNorm2d)]
+        with contextlib.ExitStack() as stack:  # no encoder layer runs its own (generic forward-mode) forward
+            for m in norms:
+                stack.enter_context(mock.patch.object(m, "forward", side_effect=AssertionError("generic forward")))
+            _, tangent = _jvp(net, x, tangents, "auxiliary", replay)
+        assert _rel(tangent, reference[1]) < 1e-12
+    assert kept == [13, 12]

@@ -77,6 +77,30 @@ def _functional_call(module: nn.Module, tensors: dict[str, torch.Tensor], args: 
     return functional_call(module, tensors, args, kwargs, tie_weights=tied)
 
 
+class _Int32:
+    """An ``int64`` tensor saved for the backward, held as ``int32`` (its values fit)."""
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+
+
+def _pack_int32(tensor: torch.Tensor) -> torch.Tensor | _Int32:
+    """Saved-tensor pack hook: large ``int64`` tensors whose values fit in ``int32`` (e.g. max-pooling indices) are
+    kept at half the size; anything else as is."""
+    if tensor.dtype == torch.int64 and tensor.numel() >= 4096 and tensor.device.type != "meta":
+        low, high = torch.aminmax(tensor)
+        if -(2**31) <= int(low) and int(high) < 2**31:
+            return _Int32(tensor.to(torch.int32))
+    return tensor.detach()  # an alias without autograd metadata (the tensor itself would keep saved leaves alive)
+
+
+def _unpack_int32(packed: torch.Tensor | _Int32) -> torch.Tensor:
+    """Saved-tensor unpack hook of :func:`_pack_int32` (exact)."""
+    return packed.tensor.long() if isinstance(packed, _Int32) else packed
+
+
 def is_plain_sgd(optimizer: Optimizer) -> bool:
     """True when ``optimizer.step()`` is ``θ ← θ - lr (∇ + wd θ)`` in every group (SGD, no momentum, no maximize)."""
     if type(optimizer) is not torch.optim.SGD:
@@ -99,6 +123,10 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
     The objectives, the three meta-gradients (``"second_order"``: double backward; ``"forward_mode"``: the same
     exact gradient from one forward-mode pass; ``"first_order"``: the official finite differences), the two
     schedules, AMP and DDP are derived and documented in ``docs/mkcnet.md``.
+
+    Memory of stage II: under the ``"epoch"`` schedule, stage I's θ gradients (not used any more) are released at
+    the start of stage II; with ``"forward_mode"``, the graphs of stage II's forwards keep the ``int64`` tensors
+    they save for the backward (max-pooling indices) as ``int32`` (exact; ``docs/mkcnet.md``).
 
     ``engine.state.output`` (before decollation) is a dict with ``loss`` (the task objective ``L_θ`` at θ),
     ``loss_d``, ``loss_q``, ``loss_aux`` (``L_Ω / k``, unweighted), ``loss_meta`` (``L_φ``; 0.0 in stage I),
@@ -143,8 +171,9 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
             batch, same gradient; the activations stay alive through the ``θ̃`` forward and backward. Nothing is
             reused under autocast (the pass at θ then runs in full precision as without it). Defaults to True.
         recompute_layers: with ``reuse_activations``, how many leading layers of each such sequence the
-            forward-mode pass recomputes instead of keeping their (largest) activations: trades time for peak
-            memory. Defaults to 0.
+            forward-mode pass recomputes (on the replay's tangent-only path) instead of keeping their (largest)
+            activations: trades time for peak memory. Defaults to 1 (the encoder's first convolution, whose input
+            is the image: ~2 % of a forward, one of the two largest activations).
         trainer_kwargs: other keyword arguments: those of :py:class:`monai.engines.SupervisedTrainer`
             (``non_blocking``, ``postprocessing``, ``key_train_metric``, ``train_handlers``, ``amp``,
             ``amp_kwargs``, ...), except ``iteration_update``, ``inferer``, ``compile``, ``compile_kwargs`` and
@@ -182,7 +211,7 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
         *,
         prepare_batch: Callable | None = None,
         reuse_activations: bool = True,
-        recompute_layers: int = 0,
+        recompute_layers: int = 1,
         **trainer_kwargs: Any,
     ) -> None:
         if schedule not in SCHEDULES:
@@ -306,9 +335,15 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
         buffers = {name: b.clone() for name, b in module.named_buffers()}
         return _functional_call(module, {**params, **buffers}, (x,), kwargs)
 
-    def _stage_two_autocast(self, engine: MetaAuxiliaryTrainer) -> contextlib.AbstractContextManager:
-        """Autocast for the forward passes of stage II: forward mode only (no double backward through them)."""
-        return autocast(engine) if self.meta_gradient == "forward_mode" else contextlib.nullcontext()
+    def _stage_two_forward(self, engine: MetaAuxiliaryTrainer) -> contextlib.AbstractContextManager:
+        """Context of the forward passes of stage II, forward mode only (no double backward through them): autocast,
+        and their graphs keep integer tensors saved for the backward (max-pooling indices) as ``int32``."""
+        if self.meta_gradient != "forward_mode":
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(autocast(engine))
+        stack.enter_context(torch.autograd.graph.saved_tensors_hooks(_pack_int32, _unpack_int32))
+        return stack
 
     # ------------------------------------------------------------------------------------------------------------
     def _task_step(
@@ -373,10 +408,13 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
         engine.state.output = output
         engine.meta_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         if y_w is None:
-            with self._stage_two_autocast(engine):
+            with self._stage_two_forward(engine):
                 y_w = meta_learner(x, d, q)
         entropy = self.entropy_regularizer(to_loss_dtype(y_w))
         names, thetas = zip(*[(n, p) for n, p in network.named_parameters() if p.requires_grad])
+        if self.schedule == "epoch":  # stage I's θ gradients are not used any more (its steps are done): free them
+            for p in thetas:
+                p.grad = None
         hyper = self._hyper_params()
         batch = _MetaBatch(
             network=network,
@@ -401,7 +439,7 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
             )
         else:
             replay = self.tangent_replay
-            with self._stage_two_autocast(engine), replay.record() if replay else contextlib.nullcontext():
+            with self._stage_two_forward(engine), replay.record() if replay else contextlib.nullcontext():
                 logits = network(x)  # module forward at θ: BN running statistics are updated here (official)
             output["pred"] = logits["diagnosis"].detach()
             attached = self.meta_gradient == "second_order"
@@ -444,7 +482,7 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(L_D + λ_Q L_Q)(θ̃)`` and ``L_φ`` (that plus ``λ_R R``) from the functional forward at ``fast = θ̃``."""
         kwargs = {"official_meta_forward": True} if quirks and self.official_meta_forward else {}
-        with self._stage_two_autocast(engine):
+        with self._stage_two_forward(engine):
             out_fast = self._functional_forward(batch.network, fast, batch.x, **kwargs)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         primary = self._primary_loss(out_fast, batch.d, batch.q)
@@ -549,7 +587,7 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
             # that stage II needs) gives y_ω to both; stage I uses it detached.
             meta_learner = unwrap_module(engine.meta_learner)
             meta_learner.train()
-            with self._stage_two_autocast(engine):
+            with self._stage_two_forward(engine):
                 y_w = meta_learner(x, d, q)
             engine.state.stage = 1
             if self.reuse_task_gradient:

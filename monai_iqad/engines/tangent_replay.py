@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -46,12 +47,13 @@ class _Record:
     it), every max pooling's indices and the sequence's output, with their version counters."""
 
     conv_outputs: list[torch.Tensor] = field(default_factory=list)
-    pool_indices: list[torch.Tensor] = field(default_factory=list)
+    pool_indices: list[_PoolIndices] = field(default_factory=list)
     output: torch.Tensor | None = None
     versions: list[int] = field(default_factory=list)
 
     def tensors(self) -> list[torch.Tensor]:
-        return [*self.conv_outputs, *self.pool_indices, *([] if self.output is None else [self.output])]
+        pools = [p.compact for p in self.pool_indices]
+        return [*self.conv_outputs, *pools, *([] if self.output is None else [self.output])]
 
     def intact(self) -> bool:
         """No recorded tensor was modified in place after the forward (e.g. by an in-place ReLU on a conv output)."""
@@ -65,7 +67,8 @@ class TangentReplay:
     ``with replay.record(): out = network(x)`` (any forward at θ, e.g. the one whose graph gives ``∇_θ ℓ``) keeps,
     for every *replayable sequence* of ``network`` — a plain (nested) ``nn.Sequential`` of convolutions, batch norms
     in batch-statistics mode, ReLUs and max poolings, such as a VGG encoder — each convolution's output and each max
-    pooling's indices (the values are those the forward computed; no extra arithmetic). A later forward-mode pass
+    pooling's argmax (the values are those the forward computed; the argmax is stored as the position inside its
+    pooling window, ``uint8``: 1/8 of PyTorch's ``int64`` indices). A later forward-mode pass
     ``with fwAD.dual_level(), replay.replay(): functional_call(network, {θ or duals of θ with tangents u}, (x,))`` at
     the *same* θ and input then computes, inside each recorded sequence, only the tangents::
 
@@ -78,9 +81,12 @@ class TangentReplay:
     its tangent, to the rest of the network, which runs as a normal forward-mode pass. Per sequence this saves the
     primal convolutions, batch-norm statistics and max poolings of the pass: one forward of FLOPs for a VGG encoder.
 
-    The ``recompute_layers`` leading leaf layers of each sequence are not recorded: the replay runs them as a normal
-    forward-mode pass (primal recomputed). They hold the largest activations of a VGG encoder, so this bounds the
-    memory the record keeps alive between the two passes.
+    The ``recompute_layers`` leading leaf layers of each sequence are not recorded: the replay recomputes their
+    primal on the same tangent-only path (a convolution's output ``conv(x, W) + b`` next to its tangent, the batch
+    norm and ReLU elementwise, a max pooling's argmax by pooling), so the rest of the pass is unchanged. The default,
+    1, recomputes a VGG encoder's first convolution: its input is the image (1-3 channels), so it costs ~2 % of a
+    forward's FLOPs, yet its output is one of the two largest activations the record would keep alive between the
+    two passes.
 
     The result equals the forward-mode pass through the network up to floating-point rounding. Nothing is recorded
     for a sequence whose batch norms use running statistics or that runs under autocast (its activations would not
@@ -91,13 +97,13 @@ class TangentReplay:
     Args:
         network: the network (not DDP-wrapped).
         recompute_layers: leading leaf layers of every replayable sequence that the replay recomputes instead of
-            reading from the record. Defaults to 0.
+            reading from the record. Defaults to 1.
 
     Raises:
         ValueError: When ``recompute_layers`` is negative.
     """
 
-    def __init__(self, network: nn.Module, recompute_layers: int = 0) -> None:
+    def __init__(self, network: nn.Module, recompute_layers: int = 1) -> None:
         if recompute_layers < 0:
             raise ValueError(f"recompute_layers must be non-negative, got {recompute_layers}.")
         self.recompute_layers = int(recompute_layers)
@@ -151,9 +157,9 @@ class TangentReplay:
         for i, m in enumerate(leaves):
             keep = i >= self.recompute_layers
             if isinstance(m, _MaxPoolNd) and keep:
-                pool = _MAX_POOL[x.ndim - 2]
+                pool, in_shape = _MAX_POOL[x.ndim - 2], x.shape[2:]
                 x, indices = pool(x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, return_indices=True)
-                record.pool_indices.append(indices)
+                record.pool_indices.append(_compact_indices(m, indices, in_shape))
                 continue
             x = m(x)
             if isinstance(m, _ConvNd) and keep:
@@ -169,17 +175,18 @@ class TangentReplay:
         record = records.pop(0) if records else None
         if record is None or not record.intact():
             return nn.Sequential.forward(seq, x)
-        leaves = self._leaves[id(seq)]
-        for m in leaves[: self.recompute_layers]:
-            x = m(x)
         primal, tangent = fwAD.unpack_dual(x)
         convs, pools = iter(record.conv_outputs), iter(record.pool_indices)
         fresh = False  # whether ``primal`` is a temporary of this pass (not a recorded or caller's tensor)
-        for m in leaves[self.recompute_layers :]:
+        for i, m in enumerate(self._leaves[id(seq)]):
+            kept = i >= self.recompute_layers
             if isinstance(m, _ConvNd):
-                output = next(convs)
-                tangent = _conv_tangent(m, primal, tangent, output)
-                primal, fresh = output, False
+                if kept:  # the primal output was recorded: only the tangent is computed
+                    output = next(convs)
+                    tangent = _conv_tangent(m, primal, tangent, output)
+                else:  # recomputed leading convolution (cheap when its input has few channels, e.g. the image)
+                    output, tangent = _conv_primal_tangent(m, primal, tangent)
+                primal, fresh = output, not kept
             elif isinstance(m, _BatchNorm):
                 primal, tangent = _batch_norm_tangent(m, primal, tangent)
                 fresh = True
@@ -187,13 +194,100 @@ class TangentReplay:
                 primal = primal.relu_() if fresh else torch.relu(primal)
                 if tangent is not None:
                     tangent = torch.ops.aten.threshold_backward(tangent, primal, 0)
-            else:  # max pooling: the recorded argmax picks both
-                indices = next(pools)
-                primal, fresh = primal.flatten(2).gather(2, indices.flatten(2)).view_as(indices), True
+            else:  # max pooling: the recorded argmax picks both (recomputed in the leading layers)
+                if kept:
+                    indices = _expand_indices(m, next(pools))
+                else:
+                    pool = _MAX_POOL[primal.ndim - 2]
+                    _, indices = pool(primal, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, True)
+                primal, fresh = _gather(primal, indices), True
                 if tangent is not None:
-                    tangent = tangent.flatten(2).gather(2, indices.flatten(2)).view_as(indices)
+                    tangent = _gather(tangent, indices)
         out = record.output
         return out if tangent is None else fwAD.make_dual(out, tangent)
+
+
+def _pool_geometry(m: _MaxPoolNd, n: int) -> tuple[tuple[int, ...], ...]:
+    """Kernel size, stride, padding and dilation of an ``n``-d max pooling, one entry per spatial dimension."""
+
+    def _n(v: int | tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(v) if isinstance(v, (tuple, list)) else (int(v),) * n
+
+    return _n(m.kernel_size), _n(m.stride or m.kernel_size), _n(m.padding), _n(m.dilation)
+
+
+def _window_origins(m: _MaxPoolNd, out_shape: Sequence[int], device: torch.device) -> list[torch.Tensor]:
+    """Per spatial dimension, the input coordinate of each output position's window corner, ``o * stride - padding``,
+    shaped to broadcast against ``(B, C, *out_shape)``."""
+    n = len(out_shape)
+    _, stride, padding, _ = _pool_geometry(m, n)
+    origins = []
+    for dim, size in enumerate(out_shape):
+        shape = [1] * (2 + n)
+        shape[2 + dim] = size
+        origins.append((torch.arange(size, device=device) * stride[dim] - padding[dim]).view(shape))
+    return origins
+
+
+@dataclass
+class _PoolIndices:
+    """A max pooling's argmax, stored compactly: the position inside each pooling window (``uint8``, 1/8 of the
+    ``int64`` flat indices) when the window has at most 256 elements, else the flat indices as ``int32``."""
+
+    compact: torch.Tensor
+    in_shape: tuple[int, ...]  #: spatial shape of the pooling's input
+
+
+def _compact_indices(m: _MaxPoolNd, indices: torch.Tensor, in_shape: Sequence[int]) -> _PoolIndices:
+    """``indices`` (flat positions in the input plane, ``(B, C, *out)`` int64) as window offsets."""
+    n = len(in_shape)
+    kernel, _, _, dilation = _pool_geometry(m, n)
+    if math.prod(kernel) > 256:
+        return _PoolIndices(indices.to(torch.int32) if math.prod(in_shape) < 2**31 else indices, tuple(in_shape))
+    coords, rem = [], indices  # ``indices`` itself is left untouched (autograd saves it for the backward)
+    for size in reversed(in_shape[1:]):
+        coords.append(rem % size)
+        rem = torch.div(rem, size, rounding_mode="floor")
+    coords = [rem.clone() if rem is indices else rem, *reversed(coords)]
+    offset = None
+    for dim, (c, origin) in enumerate(zip(coords, _window_origins(m, indices.shape[2:], indices.device))):
+        k = c.sub_(origin).div_(dilation[dim], rounding_mode="floor")
+        offset = k if offset is None else offset.mul_(kernel[dim]).add_(k)
+    return _PoolIndices(offset.to(torch.uint8), tuple(in_shape))
+
+
+def _expand_indices(m: _MaxPoolNd, pooled: _PoolIndices) -> torch.Tensor:
+    """The flat ``int64`` indices back from :func:`_compact_indices` (exact)."""
+    compact, in_shape = pooled.compact, pooled.in_shape
+    if compact.dtype != torch.uint8:
+        return compact.long()
+    n = len(in_shape)
+    kernel, _, _, dilation = _pool_geometry(m, n)
+    ks, rem = [], compact.long()
+    for k in reversed(kernel[1:]):
+        ks.append(rem % k)
+        rem = rem.div_(k, rounding_mode="floor")
+    ks = [rem, *reversed(ks)]
+    flat = None
+    for dim, (k, origin) in enumerate(zip(ks, _window_origins(m, compact.shape[2:], compact.device))):
+        c = k.mul_(dilation[dim]).add_(origin)
+        flat = c if flat is None else flat.mul_(in_shape[dim]).add_(c)
+    return flat
+
+
+def _gather(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """``x[..., indices]`` over the flattened spatial dimensions (a max pooling with known argmax)."""
+    return x.flatten(2).gather(2, indices.flatten(2)).view_as(indices)
+
+
+def _conv_primal_tangent(
+    m: _ConvNd, x: torch.Tensor, x_dot: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A recomputed convolution: its output ``conv(x, W) + b`` and tangent."""
+    weight = fwAD.unpack_dual(m.weight)[0]
+    bias = None if m.bias is None else fwAD.unpack_dual(m.bias)[0]
+    output = m._conv_forward(x, weight, bias)
+    return output, _conv_tangent(m, x, x_dot, output)
 
 
 def _conv_tangent(m: _ConvNd, x: torch.Tensor, x_dot: torch.Tensor | None, output: torch.Tensor) -> torch.Tensor | None:
