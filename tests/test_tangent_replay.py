@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from unittest import mock
 
 import pytest
@@ -157,17 +156,19 @@ def test_record_drops_earlier_records_and_validation():
 
 
 @pytest.mark.parametrize(
-    "pool, shape",
+    "pool, shape, dtype",
     [
-        (nn.MaxPool2d(2), (2, 3, 8, 10)),
-        (nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True), (2, 3, 9, 7)),
-        (nn.MaxPool2d((2, 3), stride=(1, 2), dilation=(2, 1)), (1, 2, 9, 11)),
-        (nn.MaxPool1d(4, stride=3, padding=2), (2, 3, 17)),
-        (nn.MaxPool3d(2, stride=(1, 2, 2), padding=(1, 0, 1)), (1, 2, 5, 6, 7)),
-        (nn.MaxPool2d(17), (1, 1, 34, 34)),  # a window of 289 > 256 elements: int32 flat indices
+        (nn.MaxPool2d(2), (2, 3, 8, 10), torch.uint8),
+        (nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True), (2, 3, 9, 7), torch.uint8),
+        (nn.MaxPool2d((2, 3), stride=(1, 2), dilation=(2, 1)), (1, 2, 9, 11), torch.uint8),
+        (nn.MaxPool1d(4, stride=3, padding=2), (2, 3, 17), torch.uint8),
+        (nn.MaxPool3d(2, stride=(1, 2, 2), padding=(1, 0, 1)), (1, 2, 5, 6, 7), torch.uint8),
+        (nn.MaxPool2d(2), (1, 2, 4, 300), torch.int16),  # offsets up to 301
+        (nn.MaxPool2d(17), (1, 1, 34, 34), torch.int16),  # offsets up to 16 * 34 + 16
+        (nn.MaxPool2d(2), (1, 1, 2, 40000), torch.int32),  # offsets up to 40001
     ],
 )
-def test_pool_indices_stored_compactly_and_exactly(pool, shape):
+def test_pool_indices_stored_compactly_and_exactly(pool, shape, dtype):
     torch.manual_seed(4)
     x = torch.randn(shape)
     fn = {1: torch.nn.functional.max_pool1d, 2: torch.nn.functional.max_pool2d, 3: torch.nn.functional.max_pool3d}
@@ -176,8 +177,7 @@ def test_pool_indices_stored_compactly_and_exactly(pool, shape):
     before = indices.clone()
     stored = _compact_indices(pool, indices, x.shape[2:])
     assert torch.equal(indices, before)  # the forward's indices (saved by autograd) are not modified
-    window = math.prod(pool.kernel_size) if isinstance(pool.kernel_size, tuple) else pool.kernel_size ** (x.ndim - 2)
-    assert stored.compact.dtype == (torch.uint8 if window <= 256 else torch.int32)
+    assert stored.compact.dtype == dtype
     expanded = _expand_indices(pool, stored)
     assert expanded.dtype == torch.int64 and torch.equal(expanded, indices)
     assert torch.equal(_gather(x, expanded), out)

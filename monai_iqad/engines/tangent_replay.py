@@ -216,63 +216,52 @@ def _pool_geometry(m: _MaxPoolNd, n: int) -> tuple[tuple[int, ...], ...]:
     return _n(m.kernel_size), _n(m.stride or m.kernel_size), _n(m.padding), _n(m.dilation)
 
 
-def _window_origins(m: _MaxPoolNd, out_shape: Sequence[int], device: torch.device) -> list[torch.Tensor]:
-    """Per spatial dimension, the input coordinate of each output position's window corner, ``o * stride - padding``,
-    shaped to broadcast against ``(B, C, *out_shape)``."""
-    n = len(out_shape)
-    _, stride, padding, _ = _pool_geometry(m, n)
-    origins = []
+def _window_corners(
+    m: _MaxPoolNd, in_shape: Sequence[int], out_shape: Sequence[int], device: torch.device
+) -> tuple[torch.Tensor, int]:
+    """
+    The flat input index of every pooling window's corner, ``Σ_d (o_d stride_d - padding_d) · S_d`` with ``S_d`` the
+    flat stride of spatial dimension ``d``, shaped ``(1, 1, *out_shape)``, and the largest offset of an element of a
+    window from its corner, ``Σ_d (kernel_d - 1) dilation_d S_d``.
+    """
+    n = len(in_shape)
+    kernel, stride, padding, dilation = _pool_geometry(m, n)
+    corners, largest = torch.zeros([1, 1] + [1] * n, dtype=torch.int64, device=device), 0
     for dim, size in enumerate(out_shape):
+        flat_stride = math.prod(in_shape[dim + 1 :])
         shape = [1] * (2 + n)
         shape[2 + dim] = size
-        origins.append((torch.arange(size, device=device) * stride[dim] - padding[dim]).view(shape))
-    return origins
+        origin = torch.arange(size, device=device) * stride[dim] - padding[dim]
+        corners = corners + (origin * flat_stride).view(shape)
+        largest += (kernel[dim] - 1) * dilation[dim] * flat_stride
+    return corners, largest
 
 
 @dataclass
 class _PoolIndices:
-    """A max pooling's argmax, stored compactly: the position inside each pooling window (``uint8``, 1/8 of the
-    ``int64`` flat indices) when the window has at most 256 elements, else the flat indices as ``int32``."""
+    """A max pooling's argmax, stored compactly: its offset from the corner of its pooling window (``uint8`` when
+    every offset is below 256, e.g. 2x2 windows on inputs up to 254 wide: 1/8 of the ``int64`` flat indices;
+    else ``int16`` or ``int32``)."""
 
     compact: torch.Tensor
     in_shape: tuple[int, ...]  #: spatial shape of the pooling's input
 
 
 def _compact_indices(m: _MaxPoolNd, indices: torch.Tensor, in_shape: Sequence[int]) -> _PoolIndices:
-    """``indices`` (flat positions in the input plane, ``(B, C, *out)`` int64) as window offsets."""
-    n = len(in_shape)
-    kernel, _, _, dilation = _pool_geometry(m, n)
-    if math.prod(kernel) > 256:
-        return _PoolIndices(indices.to(torch.int32) if math.prod(in_shape) < 2**31 else indices, tuple(in_shape))
-    coords, rem = [], indices  # ``indices`` itself is left untouched (autograd saves it for the backward)
-    for size in reversed(in_shape[1:]):
-        coords.append(rem % size)
-        rem = torch.div(rem, size, rounding_mode="floor")
-    coords = [rem.clone() if rem is indices else rem, *reversed(coords)]
-    offset = None
-    for dim, (c, origin) in enumerate(zip(coords, _window_origins(m, indices.shape[2:], indices.device))):
-        k = c.sub_(origin).div_(dilation[dim], rounding_mode="floor")
-        offset = k if offset is None else offset.mul_(kernel[dim]).add_(k)
-    return _PoolIndices(offset.to(torch.uint8), tuple(in_shape))
+    """``indices`` (flat positions in the input plane, ``(B, C, *out)`` int64; left untouched: autograd saves them for
+    the backward) as offsets from their windows' corners."""
+    corners, largest = _window_corners(m, in_shape, indices.shape[2:], indices.device)
+    for dtype in (torch.uint8, torch.int16, torch.int32):
+        if largest <= torch.iinfo(dtype).max:
+            return _PoolIndices((indices - corners).to(dtype), tuple(in_shape))
+    return _PoolIndices(indices, tuple(in_shape))
 
 
 def _expand_indices(m: _MaxPoolNd, pooled: _PoolIndices) -> torch.Tensor:
     """The flat ``int64`` indices back from :func:`_compact_indices` (exact)."""
-    compact, in_shape = pooled.compact, pooled.in_shape
-    if compact.dtype != torch.uint8:
-        return compact.long()
-    n = len(in_shape)
-    kernel, _, _, dilation = _pool_geometry(m, n)
-    ks, rem = [], compact.long()
-    for k in reversed(kernel[1:]):
-        ks.append(rem % k)
-        rem = rem.div_(k, rounding_mode="floor")
-    ks = [rem, *reversed(ks)]
-    flat = None
-    for dim, (k, origin) in enumerate(zip(ks, _window_origins(m, compact.shape[2:], compact.device))):
-        c = k.mul_(dilation[dim]).add_(origin)
-        flat = c if flat is None else flat.mul_(in_shape[dim]).add_(c)
-    return flat
+    compact = pooled.compact
+    corners, _ = _window_corners(m, pooled.in_shape, compact.shape[2:], compact.device)
+    return torch.add(corners, compact)  # int64 (type promotion)
 
 
 def _gather(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
