@@ -335,14 +335,23 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
         buffers = {name: b.clone() for name, b in module.named_buffers()}
         return _functional_call(module, {**params, **buffers}, (x,), kwargs)
 
-    def _stage_two_forward(self, engine: MetaAuxiliaryTrainer) -> contextlib.AbstractContextManager:
-        """Context of the forward passes of stage II, forward mode only (no double backward through them): autocast,
-        and their graphs keep integer tensors saved for the backward (max-pooling indices) as ``int32``."""
+    def _stage_two_forward(
+        self, engine: MetaAuxiliaryTrainer, compact: bool = True
+    ) -> contextlib.AbstractContextManager:
+        """
+        Context of the forward passes of stage II, forward mode only (no double backward through them): autocast.
+
+        Args:
+            compact: the graph keeps the integer tensors it saves for the backward (max-pooling indices) as
+                ``int32``: for the graphs alive at stage II's peak (the meta learner's and the θ̃ forward's), not for
+                the forward at θ, whose graph is freed by the backward for g before.
+        """
         if self.meta_gradient != "forward_mode":
             return contextlib.nullcontext()
         stack = contextlib.ExitStack()
         stack.enter_context(autocast(engine))
-        stack.enter_context(torch.autograd.graph.saved_tensors_hooks(_pack_int32, _unpack_int32))
+        if compact:
+            stack.enter_context(torch.autograd.graph.saved_tensors_hooks(_pack_int32, _unpack_int32))
         return stack
 
     # ------------------------------------------------------------------------------------------------------------
@@ -439,7 +448,10 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
             )
         else:
             replay = self.tangent_replay
-            with self._stage_two_forward(engine), replay.record() if replay else contextlib.nullcontext():
+            with (
+                self._stage_two_forward(engine, compact=False),
+                replay.record() if replay else contextlib.nullcontext(),
+            ):
                 logits = network(x)  # module forward at θ: BN running statistics are updated here (official)
             output["pred"] = logits["diagnosis"].detach()
             attached = self.meta_gradient == "second_order"
