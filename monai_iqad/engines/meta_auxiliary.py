@@ -87,9 +87,9 @@ class _Int32:
 
 
 def _pack_int32(tensor: torch.Tensor) -> torch.Tensor | _Int32:
-    """Saved-tensor pack hook: large ``int64`` tensors whose values fit in ``int32`` (e.g. max-pooling indices) are
-    kept at half the size; anything else as is."""
-    if tensor.dtype == torch.int64 and tensor.numel() >= 4096 and tensor.device.type != "meta":
+    """Saved-tensor pack hook: large ``int64`` CPU tensors whose values fit in ``int32`` (e.g. max-pooling indices)
+    are kept at half the size; anything else as is (on an accelerator the range check would synchronise it)."""
+    if tensor.dtype == torch.int64 and tensor.numel() >= 4096 and tensor.device.type == "cpu":
         low, high = torch.aminmax(tensor)
         if -(2**31) <= int(low) and int(high) < 2**31:
             return _Int32(tensor.to(torch.int32))
@@ -125,8 +125,8 @@ class MetaAuxiliaryTrainer(SupervisedTrainer):
     schedules, AMP and DDP are derived and documented in ``docs/mkcnet.md``.
 
     Memory of stage II: under the ``"epoch"`` schedule, stage I's θ gradients (not used any more) are released at
-    the start of stage II; with ``"forward_mode"``, the graphs of stage II's forwards keep the ``int64`` tensors
-    they save for the backward (max-pooling indices) as ``int32`` (exact; ``docs/mkcnet.md``).
+    the start of stage II; with ``"forward_mode"``, the graphs of the meta learner's and the ``θ̃`` forward keep the
+    ``int64`` tensors they save for the backward (max-pooling indices) as ``int32`` (exact; ``docs/mkcnet.md``).
 
     ``engine.state.output`` (before decollation) is a dict with ``loss`` (the task objective ``L_θ`` at θ),
     ``loss_d``, ``loss_q``, ``loss_aux`` (``L_Ω / k``, unweighted), ``loss_meta`` (``L_φ``; 0.0 in stage I),
