@@ -15,6 +15,7 @@ from monai.data import DataLoader
 from skimage import data as skdata
 from skimage.metrics import structural_similarity
 
+import monai_iqad.demo.pretrain_corpus as pc
 from monai_iqad.data import load_datalist
 from monai_iqad.demo import sources
 from monai_iqad.demo.pretrain_corpus import (
@@ -211,6 +212,17 @@ def test_cli_dispatch(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_module("monai_iqad.data", run_name="__main__")
     assert exit_info.value.code == 0 and "pretrain-corpus" in capsys.readouterr().out
+
+
+def test_cli_preset(monkeypatch, tmp_path):
+    """``--preset`` picks the source list handed to the builder (v1 = the shipped model's corpus)."""
+    seen = {}
+    monkeypatch.setattr(pc, "build_pretrain_corpus", lambda out, **kw: seen.update(out=out, **kw))
+    assert pc.main([str(tmp_path), "--preset", "v1", "--seed", "3"]) == 0
+    assert seen["sources_"] == CORPUS_SOURCES_V1 and seen["seed"] == 3 and seen["skip_missing"]
+    assert pc.main([str(tmp_path)]) == 0 and seen["sources_"] == CORPUS_SOURCES
+    with pytest.raises(ValueError, match="unknown corpus preset"):
+        pc.main([str(tmp_path), "--preset", "v3"])
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -570,18 +570,27 @@ class LadderPatchDataset(Randomizable, Dataset):
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m monai_iqad.data pretrain-corpus") -> int:
-    """Command line: ``pretrain-corpus OUT [--seed N] [--image-size N] [--strict]``.
+    """Command line: ``pretrain-corpus OUT [--preset full|v1] [--seed N] [--image-size N] [--strict]``.
 
     Returns:
         The exit status (0).
     """
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("out", help="output folder")
+    parser.add_argument(
+        "--preset", default="full", help="source list: 'full' (corpus v2) or 'v1' (the shipped model's corpus)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--strict", action="store_true", help="fail when a source is missing (default: skip it)")
     args = parser.parse_args(argv)
-    build_pretrain_corpus(args.out, seed=args.seed, image_size=args.image_size, skip_missing=not args.strict)
+    build_pretrain_corpus(
+        args.out,
+        seed=args.seed,
+        image_size=args.image_size,
+        sources_=corpus_preset(args.preset),
+        skip_missing=not args.strict,
+    )
     return 0
 
 
