@@ -214,6 +214,16 @@ def test_cli_dispatch(monkeypatch, capsys):
     assert exit_info.value.code == 0 and "pretrain-corpus" in capsys.readouterr().out
 
 
+def test_balanced_preset_triples_us_and_ct_training_crops_only():
+    full, bal = pc.CORPUS_SOURCES, pc.corpus_preset("balanced")
+    assert [(s.name, s.split) for s in bal] == [(s.name, s.split) for s in full]
+    for a, b in zip(full, bal):
+        tripled = a.split == "training" and a.modality in ("US", "CT")
+        assert b.crops == (3 * a.crops if tripled else a.crops) and b.scale_side == a.scale_side
+    crops = lambda m: sum(s.crops * len(s.frames or (0,)) for s in bal if s.split == "training" and s.modality == m)  # noqa: E731
+    assert crops("US") == crops("CT") == 30 and crops("CR") == 20
+
+
 def test_cli_preset(monkeypatch, tmp_path):
     """``--preset`` picks the source list handed to the builder (v1 = the shipped model's corpus)."""
     seen = {}

@@ -34,7 +34,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ from .utils import item_rng, resize, save_png, to_gray
 __all__ = [
     "CORPUS_SOURCES",
     "CORPUS_SOURCES_V1",
+    "CORPUS_SOURCES_BALANCED",
     "TINY_CORPUS_SOURCES",
     "corpus_preset",
     "MODALITY_FAMILIES",
@@ -179,6 +180,14 @@ CORPUS_SOURCES: tuple[CorpusSource, ...] = (
     *CORPUS_SOURCES_V1[17:],
 )
 
+#: :data:`CORPUS_SOURCES` with the ultrasound and CT *training* sources at three times their crops (30 crops each, as
+#: many as the 20 CR crops plus a margin), so that speckle and low-dose noise weigh as much in training as the film
+#: grain of the radiographs. Same validation and test splits (crops are drawn in sequence, so the first crops of a
+#: source are unchanged). An experiment of issue 11 (``configs/pretrain_balanced.json``; docs/results_iqa.md).
+CORPUS_SOURCES_BALANCED: tuple[CorpusSource, ...] = tuple(
+    replace(s, crops=3 * s.crops) if s.split == "training" and s.modality in ("US", "CT") else s for s in CORPUS_SOURCES
+)
+
 #: A few-second corpus for tests and smoke runs (one crop of three sources that need no pydicom-data).
 TINY_CORPUS_SOURCES: tuple[CorpusSource, ...] = (
     CorpusSource("nat_astronaut", "natural", "training", "skimage", "astronaut", 1, 256),
@@ -191,12 +200,18 @@ SPLITS = ("training", "validation", "test")
 
 def corpus_preset(name: str) -> tuple[CorpusSource, ...]:
     """The sources of a named corpus: ``"full"`` (:data:`CORPUS_SOURCES`), ``"v1"`` (:data:`CORPUS_SOURCES_V1`, the
-    shipped model's corpus) or ``"tiny"`` (:data:`TINY_CORPUS_SOURCES`).
+    shipped model's corpus), ``"balanced"`` (:data:`CORPUS_SOURCES_BALANCED`) or ``"tiny"``
+    (:data:`TINY_CORPUS_SOURCES`).
 
     Raises:
         ValueError: for another name.
     """
-    presets = {"full": CORPUS_SOURCES, "v1": CORPUS_SOURCES_V1, "tiny": TINY_CORPUS_SOURCES}
+    presets = {
+        "full": CORPUS_SOURCES,
+        "v1": CORPUS_SOURCES_V1,
+        "balanced": CORPUS_SOURCES_BALANCED,
+        "tiny": TINY_CORPUS_SOURCES,
+    }
     if name not in presets:
         raise ValueError(f"unknown corpus preset {name!r}; expected one of {sorted(presets)}.")
     return presets[name]
@@ -578,7 +593,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m monai_iqad.da
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("out", help="output folder")
     parser.add_argument(
-        "--preset", default="full", help="source list: 'full' (corpus v2) or 'v1' (the shipped model's corpus)"
+        "--preset", default="full", help="source list: 'full' (corpus v2), 'v1' (shipped model's), 'balanced' or 'tiny'"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=128)
