@@ -585,7 +585,7 @@ class LadderPatchDataset(Randomizable, Dataset):
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m monai_iqad.data pretrain-corpus") -> int:
-    """Command line: ``pretrain-corpus OUT [--preset full|v1] [--seed N] [--image-size N] [--strict]``.
+    """Command line: ``pretrain-corpus OUT [--preset full|v1|balanced|tiny] [--seed N] [--image-size N] [--strict]``.
 
     Returns:
         The exit status (0).
