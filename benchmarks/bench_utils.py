@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "peak_rss_bytes",
     "reset_peak_rss",
     "fmt",
+    "cluster_bootstrap_means",
 ]
 
 #: The shared results page, relative to the repository root.
@@ -145,6 +147,44 @@ def fmt(value: float, digits: int = 3) -> str:
         return f"{value:,.0f}"
     decimals = max(0, digits - 1 - int(f"{magnitude:e}".split("e")[1]))
     return f"{value:.{decimals}f}"
+
+
+def cluster_bootstrap_means(
+    values: np.ndarray, clusters: Sequence[Any], num_boot: int = 10_000, seed: int = 0
+) -> np.ndarray:
+    """
+    Cluster (block) bootstrap of column means: the items of one cluster (e.g. every ladder cut from one source image)
+    are drawn together, so items that share a cluster are not counted as independent evidence.
+
+    Each replicate draws ``C`` clusters with replacement among the ``C`` distinct ones and takes, per column, the
+    mean over every item of the drawn clusters (an item counted as often as its cluster is drawn). Percentiles of
+    the replicates give an interval (``np.percentile(reps, [2.5, 97.5], axis=0)``); replicates of several columns
+    drawn together give paired intervals of their differences.
+
+    Args:
+        values: ``(N,)`` or ``(N, M)`` item values (NaN not allowed).
+        clusters: ``N`` cluster labels, one per item.
+        num_boot: number of replicates.
+        seed: seed of the draws.
+
+    Returns:
+        ``(num_boot,)`` or ``(num_boot, M)`` replicate means.
+
+    Raises:
+        ValueError: When ``values`` and ``clusters`` differ in length, are empty, or ``values`` is not finite.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.shape[0] != len(clusters) or values.shape[0] == 0:
+        raise ValueError(f"need one cluster label per item, got {values.shape[0]} values and {len(clusters)} labels.")
+    if not np.isfinite(values).all():
+        raise ValueError("values must be finite.")
+    _, ids = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+    num = int(ids.max()) + 1
+    counts = np.random.default_rng(seed).multinomial(num, np.full(num, 1.0 / num), size=int(num_boot))
+    weights = counts[:, ids].astype(float)  # (B, N): each item weighted by its cluster's draw count
+    flat = values.reshape(values.shape[0], -1)
+    means = weights @ flat / weights.sum(axis=1, keepdims=True)
+    return means if values.ndim > 1 else means[:, 0]
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

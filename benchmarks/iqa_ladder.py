@@ -9,9 +9,15 @@ metric of ``monai_iqad.metrics.NR_IQA_METRICS`` available in this checkout, in o
   ``-level``; averaged per distortion x modality, per distortion and overall (a constant score on a ladder counts
   as 0);
 - **PLCC / SROCC against the pseudo-MOS** (SSIM against the pristine) over all unique images of the split;
-- the spread of the SAQM scores; SAQM speed (images/s at 512x512, fp32 and bf16 autocast) and each metric's time.
+- the spread of the SAQM scores; SAQM speed (images/s at 512x512, fp32 and bf16 autocast; ``--no-speed`` skips
+  it) and each metric's time;
+- 95 % intervals: a cluster bootstrap over the split's *source images* (``--bootstrap`` replicates; every ladder cut
+  from one source is drawn together) of every method's mean within-ladder SROCC, of each SAQM model's paired margin
+  over the best classic metric, and of each SAQM model's mean per distortion.
 
-Writes ``docs/results_iqa.md`` and a PNG (mean normalised score vs level, one panel per distortion) with matplotlib.
+Writes its section (between ``<!-- iqa_ladder:start -->`` and ``<!-- iqa_ladder:end -->``) of ``docs/results_iqa.md``,
+keeping the hand-written analysis around it, and a PNG (mean normalised score vs level, one panel per distortion)
+with matplotlib.
 
 ``--select 'DIR/model_epoch=*.pt' --select-out PATH`` is the checkpoint-selection mode instead: it scores the split
 (use ``--split validation``) with every matching SAQM checkpoint, prints each one's mean within-ladder SROCC and
@@ -36,6 +42,8 @@ from scipy import stats
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench_utils import cluster_bootstrap_means, write_section  # noqa: E402
 
 from monai_iqad.data import load_datalist  # noqa: E402
 from monai_iqad.demo.pretrain_corpus import build_pretrain_corpus, unique_items  # noqa: E402
@@ -98,26 +106,99 @@ def _srocc(a: np.ndarray, b: np.ndarray) -> float:
     return float(stats.spearmanr(a, b)[0])
 
 
-def _ladder_srocc(
+def _ladder_values(
     items: list[dict], index: dict[str, int], scores: dict[str, np.ndarray]
-) -> tuple[dict[str, dict[tuple[str, str], list[float]]], dict[str, tuple[str, str]]]:
+) -> tuple[list[str], dict[str, tuple[str, str]], dict[str, np.ndarray]]:
     """Within-ladder SROCC of every method on every ladder.
 
     Returns:
-        ``{method: {(distortion, modality): [SROCC of each ladder]}}`` and ``{ladder: (distortion, modality)}``.
+        The ladder names, ``{ladder: (distortion, modality)}`` and ``{method: (L,) SROCC per ladder}``.
     """
     ladders: dict[str, list[tuple[int, int]]] = defaultdict(list)
     meta: dict[str, tuple[str, str]] = {}
     for it in items:
         ladders[it["ladder"]].append((int(it["level"]), index[str(it["image"])]))
         meta[it["ladder"]] = (it["distortion"], it["modality"])
-    per_cell: dict[str, dict[tuple[str, str], list[float]]] = {m: defaultdict(list) for m in scores}
-    for ladder, members in ladders.items():
-        levels = np.asarray([lv for lv, _ in members], dtype=float)
-        idx = [i for _, i in members]
+    names = list(ladders)
+    values = {m: np.zeros(len(names)) for m in scores}
+    for k, ladder in enumerate(names):
+        levels = np.asarray([lv for lv, _ in ladders[ladder]], dtype=float)
+        idx = [i for _, i in ladders[ladder]]
         for m, s in scores.items():
-            per_cell[m][meta[ladder]].append(_srocc(s[idx], -levels))
+            values[m][k] = _srocc(s[idx], -levels)
+    return names, meta, values
+
+
+def _ladder_srocc(
+    items: list[dict], index: dict[str, int], scores: dict[str, np.ndarray]
+) -> tuple[dict[str, dict[tuple[str, str], list[float]]], dict[str, tuple[str, str]]]:
+    """Within-ladder SROCC of every method, grouped by (distortion, modality).
+
+    Returns:
+        ``{method: {(distortion, modality): [SROCC of each ladder]}}`` and ``{ladder: (distortion, modality)}``.
+    """
+    names, meta, values = _ladder_values(items, index, scores)
+    per_cell: dict[str, dict[tuple[str, str], list[float]]] = {m: defaultdict(list) for m in scores}
+    for m, vals in values.items():
+        for ladder, v in zip(names, vals):
+            per_cell[m][meta[ladder]].append(float(v))
     return per_cell, meta
+
+
+def _intervals(
+    names: list[str],
+    meta: dict[str, tuple[str, str]],
+    values: dict[str, np.ndarray],
+    sources: dict[str, str],
+    saqm: list[str],
+    classic: list[str],
+    num_boot: int,
+) -> list[str]:
+    """Markdown: 95 % source-level cluster-bootstrap intervals of the mean within-ladder SROCC (every method), of
+    the SAQM models' margin over the best classic metric, and of each SAQM model's mean per distortion."""
+    methods = list(values)
+    table = np.stack([values[m] for m in methods], axis=1)
+    clusters = [sources[n] for n in names]
+    reps = cluster_bootstrap_means(table, clusters, num_boot)
+    lo, hi = np.percentile(reps, [2.5, 97.5], axis=0)
+    means = table.mean(axis=0)
+    lines = [
+        "## Uncertainty (95 % intervals)",
+        "",
+        f"Percentile intervals of a cluster bootstrap over the {len(set(clusters))} held-out source images "
+        f"({num_boot:,} replicates, seed 0): every ladder cut from one source is drawn together, so the crops and "
+        "distortions of one image are not counted as independent evidence. With this few sources the intervals are "
+        "wide: read them as the spread a different draw of test images could give.",
+        "",
+        "| method | mean within-ladder SROCC | 95 % interval |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {m} | {means[k]:.3f} | [{lo[k]:.3f}, {hi[k]:.3f}] |" for k, m in enumerate(methods)]
+    if classic:
+        best = max(classic, key=lambda m: means[methods.index(m)])
+        lines += ["", f"Margin over the best classic metric of this run ({best}), paired (same replicates):", ""]
+        lines += [
+            "| SAQM model | margin | 95 % interval | share of replicates with margin >= 0.10 |",
+            "|---|---|---|---|",
+        ]
+        for m in saqm:
+            diff = reps[:, methods.index(m)] - reps[:, methods.index(best)]
+            d_lo, d_hi = np.percentile(diff, [2.5, 97.5])
+            gap = means[methods.index(m)] - means[methods.index(best)]
+            lines.append(f"| {m} | {gap:+.3f} | [{d_lo:+.3f}, {d_hi:+.3f}] | {np.mean(diff >= 0.10):.2f} |")
+    distortions = sorted({d for d, _ in meta.values()})
+    lines += ["", "Per distortion (SAQM models; ladders / sources):", ""]
+    lines += ["| distortion | ladders / sources | " + " | ".join(saqm) + " |", "|---|---|" + "---|" * len(saqm)]
+    for d in distortions:
+        keep = [k for k, n in enumerate(names) if meta[n][0] == d]
+        sub = [clusters[k] for k in keep]
+        cells = []
+        for m in saqm:
+            v = values[m][keep]
+            r_lo, r_hi = np.percentile(cluster_bootstrap_means(v, sub, num_boot), [2.5, 97.5])
+            cells.append(f"{v.mean():.3f} [{r_lo:.3f}, {r_hi:.3f}]")
+        lines.append(f"| {d} | {len(keep)} / {len(set(sub))} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _select(pattern: str, out: str, items: list[dict], paths: list[str], width: float, bf16: bool) -> int:
@@ -194,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the raw per-image scores here")
     parser.add_argument("--select", default=None, help="checkpoint-selection mode: a glob of SAQM checkpoints")
     parser.add_argument("--select-out", default=None, help="where --select copies the best checkpoint's weights")
+    parser.add_argument("--no-speed", action="store_true", help="skip the 512x512 scoring-speed measurement")
+    parser.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap replicates of the 95 %% intervals")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -233,8 +316,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {seconds[name] * 1000:.1f} ms/image")
 
     per_cell, meta = _ladder_srocc(items, index, scores)
+    ladder_names, _, ladder_values = _ladder_values(items, index, scores)
+    sources = {it["ladder"]: str(it.get("source", it["ladder"].split("/")[0])) for it in items}
 
     methods = list(scores)
+    saqm_models = ["SAQM", *(spec.partition("=")[0] for spec in args.compare)]
     distortions = sorted({d for d, _ in meta.values()})
     modalities = sorted({mo for _, mo in meta.values()})
 
@@ -277,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {seconds[m] * 1000:.1f} |"
         )
     lines.append("")
-    for m in ["SAQM", *(spec.partition("=")[0] for spec in args.compare)]:
+    for m in saqm_models:
         sa = scores[m]
         lines.append(
             f"{m} score spread on this split: min {sa.min():.3f}, 5th percentile {np.percentile(sa, 5):.3f}, median "
@@ -306,26 +392,34 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["| modality | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for mo in modalities:
         lines.append(f"| {mo} | " + " | ".join(f"{mean_of(m, mod=mo):.3f}" for m in methods) + " |")
+    lines.append("")
+    lines += _intervals(ladder_names, meta, ladder_values, sources, saqm_models, wanted, args.bootstrap)
 
-    lines += ["", "## SAQM scoring speed", ""]
-    load = os.getloadavg()[0]
-    for threads in sorted({args.threads, 2}):
-        torch.set_num_threads(threads)
-        fp32, bf16 = _speed(net, False), _speed(net, True)
-        lines.append(
-            f"- One 512x512 image (256 patches), width {args.width}, {threads} torch thread(s), this machine: "
-            f"**{fp32:.2f} images/s fp32**, **{bf16:.2f} images/s bf16 autocast** (ratio {bf16 / fp32:.2f})."
-        )
-    torch.set_num_threads(args.threads)
+    lines += ["## SAQM scoring speed", ""]
+    if args.no_speed:
+        lines += ["Not measured in this run (`--no-speed`).", ""]
+    else:
+        load = os.getloadavg()[0]
+        for threads in sorted({args.threads, 2}):
+            torch.set_num_threads(threads)
+            fp32, bf16 = _speed(net, False), _speed(net, True)
+            lines.append(
+                f"- One 512x512 image (256 patches), width {args.width}, {threads} torch thread(s), this machine: "
+                f"**{fp32:.2f} images/s fp32**, **{bf16:.2f} images/s bf16 autocast** (ratio {bf16 / fp32:.2f})."
+            )
+        torch.set_num_threads(args.threads)
+        lines += [
+            "",
+            f"1-min load average {load:.2f} before, {os.getloadavg()[0]:.2f} after the speed runs (a shared machine: "
+            "compare the ratios, not the absolute rates).",
+            "",
+        ]
     lines += [
-        "",
-        f"1-min load average {load:.2f} before, {os.getloadavg()[0]:.2f} after the speed runs (a shared machine: "
-        "compare the ratios, not the absolute rates).",
-        "",
         f"Plot: `{Path(args.plot).name}` (mean score per level, min-max normalised per method over the split).",
         "",
     ]
-    Path(args.out).write_text("\n".join(lines))
+    # the generated part only: hand-written analysis after the section's end marker is kept
+    write_section(args.out, "iqa_ladder", "\n".join(lines[2:]), intro=lines[0])
     print("\n".join(lines))
 
     import matplotlib

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,3 +73,74 @@ def test_benchmark_scripts_quick(tmp_path):
     for config in ("vanilla", "multitask", "epoch/second_order", "iteration/first_order"):
         assert f"`{config}`" in mkc
     assert "second-order backward" in mkc and "paper config" in mkc
+
+
+def test_cluster_bootstrap_means_by_hand():
+    """Two clusters, a = [1, 1] (two items) and b = [4]: a replicate draws (a, a) -> 1, (b, b) -> 4 or a and b -> 2,
+    with probabilities 1/4, 1/4 and 1/2."""
+    boot = _bench_utils().cluster_bootstrap_means
+    reps = boot([1.0, 1.0, 4.0], ["a", "a", "b"], num_boot=4000, seed=1)
+    assert reps.shape == (4000,)
+    assert set(np.round(reps, 9)) <= {1.0, 2.0, 4.0}
+    for value, prob in ((1.0, 0.25), (2.0, 0.5), (4.0, 0.25)):
+        assert abs(np.mean(np.isclose(reps, value)) - prob) < 0.04
+    # one cluster: every replicate is the plain mean; paired columns: identical columns never differ
+    assert np.allclose(boot([0.2, 0.5, 0.8], ["s"] * 3, num_boot=50), 0.5)
+    both = boot(np.array([[0.1, 0.1], [0.9, 0.9], [0.4, 0.4]]), ["x", "y", "z"], num_boot=200)
+    assert both.shape == (200, 2) and np.array_equal(both[:, 0], both[:, 1])
+    assert np.array_equal(boot([1.0, 2.0], ["p", "q"], 30, seed=3), boot([1.0, 2.0], ["p", "q"], 30, seed=3))
+    with pytest.raises(ValueError, match="one cluster label per item"):
+        boot([1.0, 2.0], ["a"])
+    with pytest.raises(ValueError, match="finite"):
+        boot([1.0, float("nan")], ["a", "b"])
+
+
+def test_iqa_ladder_tiny_corpus(tmp_path):
+    """iqa_ladder.py end to end on the tiny corpus (one held-out source) with an untrained SAQM and one classic
+    metric: it writes only its own section (hand-written text after it survives), with degenerate intervals (one
+    source: every bootstrap replicate is the mean itself) and a table row per distortion."""
+    import torch
+
+    from monai_iqad.demo.pretrain_corpus import TINY_CORPUS_SOURCES, build_pretrain_corpus
+    from monai_iqad.networks import SAQM
+
+    corpus = tmp_path / "corpus"
+    build_pretrain_corpus(corpus, seed=0, sources_=TINY_CORPUS_SOURCES, log=None)
+    torch.manual_seed(0)
+    torch.save(SAQM(width=0.125).state_dict(), tmp_path / "model.pt")
+    out = tmp_path / "results.md"
+    out.write_text("# Old title\n\n<!-- iqa_ladder:start -->\nstale\n<!-- iqa_ladder:end -->\n\n## Reading\nkept\n")
+    cmd = [
+        sys.executable,
+        str(BENCHMARKS / "iqa_ladder.py"),
+        "--corpus",
+        str(corpus),
+        "--model",
+        str(tmp_path / "model.pt"),
+    ]
+    cmd += [
+        "--metrics",
+        "piqe",
+        "--out",
+        str(out),
+        "--plot",
+        str(tmp_path / "p.png"),
+        "--bootstrap",
+        "200",
+        "--no-speed",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "stale" not in text and text.endswith("## Reading\nkept\n") and (tmp_path / "p.png").stat().st_size > 0
+    assert "ladders, " in text and "## Uncertainty (95 % intervals)" in text and "over the 1 held-out source" in text
+    uncertainty = text.split("## Uncertainty (95 % intervals)", 1)[1].split("Margin over", 1)[0]
+    rows = [line.split(" | ") for line in uncertainty.splitlines() if line.startswith(("| SAQM |", "| piqe |"))]
+    assert len(rows) == 2
+    for _, mean, interval in (row[:3] for row in rows):
+        assert interval.rstrip(" |") == f"[{mean}, {mean}]"
+    families = [line for line in text.splitlines() if line.startswith("| ") and " / 1 | " in line]
+    assert len(families) >= 5 and all(line.count("[") == 1 for line in families)
+    assert "Margin over the best classic metric of this run (piqe)" in text
