@@ -299,3 +299,28 @@ def test_medical_pretrain_and_evaluate_tiny(tmp_path):
     rows = _rows(bundle / "eval" / "predictions.csv")
     assert len(rows) == len({d["image"] for d in test_items})
     assert all(0.0 <= float(r["score"]) <= 1.0 for r in rows)
+
+
+@pytest.mark.skipif(not HAS_MEDICAL, reason="no medical_saqm_iqa bundle")
+def test_medical_anneal_overlay_tiny(tmp_path):
+    """``pretrain_anneal.json`` (an issue-11 experiment) appends a cosine learning-rate schedule over
+    ``anneal_epochs`` to the training handlers and keeps one checkpoint per epoch: after 1 of 2 epochs the learning
+    rate is lr0 (1 + cos(π/2)) / 2 = lr0 / 2."""
+    bundle = copy_bundle(MEDICAL, tmp_path / MEDICAL)
+    overrides = {
+        "dataset_dir": str(demo_dataset_dir(MEDICAL)),
+        "build_demo_data": False,
+        "finetune": False,
+        "width": 0.0625,
+        "anneal_epochs": 2,
+        "max_epochs": 1,
+        "val_interval": 1,
+        "batch_size": 4,
+        "num_threads": 1,
+    }
+    configs = ["configs/train.json", "configs/pretrain.json", "configs/pretrain_anneal.json"]
+    workflow = _run(bundle, configs, overrides)
+    lr0 = workflow.parser.get_parsed_content("learning_rate")
+    assert lr0 == pytest.approx(1e-4)
+    assert workflow.parser.get_parsed_content("optimizer").param_groups[0]["lr"] == pytest.approx(lr0 / 2, rel=1e-9)
+    assert (bundle / "runs" / "anneal" / "epochs" / "model_epoch=1.pt").is_file()
