@@ -138,11 +138,18 @@ def _ladder_srocc(
         ``{method: {(distortion, modality): [SROCC of each ladder]}}`` and ``{ladder: (distortion, modality)}``.
     """
     names, meta, values = _ladder_values(items, index, scores)
-    per_cell: dict[str, dict[tuple[str, str], list[float]]] = {m: defaultdict(list) for m in scores}
+    return _by_cell(names, meta, values), meta
+
+
+def _by_cell(
+    names: list[str], meta: dict[str, tuple[str, str]], values: dict[str, np.ndarray]
+) -> dict[str, dict[tuple[str, str], list[float]]]:
+    """Per-ladder values (:func:`_ladder_values`) grouped as ``{method: {(distortion, modality): [values]}}``."""
+    per_cell: dict[str, dict[tuple[str, str], list[float]]] = {m: defaultdict(list) for m in values}
     for m, vals in values.items():
         for ladder, v in zip(names, vals):
             per_cell[m][meta[ladder]].append(float(v))
-    return per_cell, meta
+    return per_cell
 
 
 def _intervals(
@@ -315,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         scores[name], seconds[name] = _score_classic(classic[name], paths)
         print(f"{name}: {seconds[name] * 1000:.1f} ms/image")
 
-    per_cell, meta = _ladder_srocc(items, index, scores)
-    ladder_names, _, ladder_values = _ladder_values(items, index, scores)
+    ladder_names, meta, ladder_values = _ladder_values(items, index, scores)
+    per_cell = _by_cell(ladder_names, meta, ladder_values)
     sources = {it["ladder"]: str(it.get("source", it["ladder"].split("/")[0])) for it in items}
 
     methods = list(scores)
