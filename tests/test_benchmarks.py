@@ -110,31 +110,15 @@ def test_iqa_ladder_tiny_corpus(tmp_path):
     torch.save(SAQM(width=0.125).state_dict(), tmp_path / "model.pt")
     out = tmp_path / "results.md"
     out.write_text("# Old title\n\n<!-- iqa_ladder:start -->\nstale\n<!-- iqa_ladder:end -->\n\n## Reading\nkept\n")
-    cmd = [
-        sys.executable,
-        str(BENCHMARKS / "iqa_ladder.py"),
-        "--corpus",
-        str(corpus),
-        "--model",
-        str(tmp_path / "model.pt"),
-    ]
-    cmd += [
-        "--metrics",
-        "piqe",
-        "--out",
-        str(out),
-        "--plot",
-        str(tmp_path / "p.png"),
-        "--bootstrap",
-        "200",
-        "--no-speed",
-    ]
+    script, model, plot = BENCHMARKS / "iqa_ladder.py", tmp_path / "model.pt", tmp_path / "p.png"
+    cmd = [sys.executable, str(script), "--corpus", str(corpus), "--model", str(model), "--out", str(out)]
+    cmd += ["--plot", str(plot), *"--metrics piqe --bootstrap 200 --no-speed".split()]
     proc = subprocess.run(
         cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"}
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
-    assert "stale" not in text and text.endswith("## Reading\nkept\n") and (tmp_path / "p.png").stat().st_size > 0
+    assert "stale" not in text and text.endswith("## Reading\nkept\n") and plot.stat().st_size > 0
     assert "ladders, " in text and "## Uncertainty (95 % intervals)" in text and "over the 1 held-out source" in text
     uncertainty = text.split("## Uncertainty (95 % intervals)", 1)[1].split("Margin over", 1)[0]
     rows = [line.split(" | ") for line in uncertainty.splitlines() if line.startswith(("| SAQM |", "| piqe |"))]
