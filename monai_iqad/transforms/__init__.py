@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from .conditioning import (
+    MODALITY_ALIASES,
+    SAQM_MODALITIES,
+    ModalityChannels,
+    ModalityChannelsd,
+    modality_index,
+)
 from .degradations import (
     DEGRADATION_KINDS,
     SEVERITY_TABLE,

@@ -27,6 +27,7 @@ from monai.utils import convert_to_numpy
 from scipy import ndimage
 
 from monai_iqad.data.datasets import IQADDatasetInfo, get_dataset_info
+from monai_iqad.transforms.conditioning import ModalityChannelsd
 from monai_iqad.transforms.intensity import (
     EnsureChannelsd,
     EnsureClassLabeld,
@@ -349,6 +350,8 @@ def saqm_preprocessing(
     local_contrast: bool = True,
     lcn_kernel_size: int = 7,
     lcn_eps: float = 0.05,
+    modalities: Sequence[str] | None = None,
+    modality_key: str = "modality",
 ) -> Compose:
     """Preprocessing for SAQM (patch-based IQA): load → channels → bit-depth scaling → patches → MOS to [0, 1].
 
@@ -374,6 +377,10 @@ def saqm_preprocessing(
             :class:`LocalContrastNormalized`); the paper leaves the input normalisation open.
         lcn_kernel_size: LCN window side.
         lcn_eps: LCN stabiliser.
+        modalities: when given, one-hot modality planes are appended after the normalisation
+            (:class:`~monai_iqad.transforms.ModalityChannelsd`; the network then has ``channels + len(modalities)``
+            input channels). ``None`` (default, the paper): no conditioning.
+        modality_key: data key of the modality (else the image's DICOM ``Modality``, else unknown = zero planes).
 
     Returns:
         A ``Compose``.
@@ -393,6 +400,8 @@ def saqm_preprocessing(
     ]
     if local_contrast:
         xs.append(LocalContrastNormalized(k, kernel_size=lcn_kernel_size, eps=lcn_eps))
+    if modalities is not None:
+        xs.append(ModalityChannelsd(k, modalities=modalities, modality_key=modality_key))
     if train:
         xs.append(RandSpatialCropSamplesd(k, roi_size=(p, p), num_samples=int(num_patches), random_size=False))
     xs.append(EnsureTyped(k, dtype=torch.float32))
