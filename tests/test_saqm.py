@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from monai_iqad.networks import SAQM, SelfAttention2d
+from monai_iqad.networks import SAQM, SelfAttention2d, load_with_added_input_channels
 
 # Tliba et al., Table 1: the eight convolutions of one stack (value stack, C = 512)
 TABLE1 = [3_584, 295_168, 590_080, 590_080, 1_180_160, 2_359_808, 2_359_808, 262_656]
@@ -143,3 +143,23 @@ def test_patch_features_differ_at_initialisation():
     with torch.no_grad():
         _, feats = net(x, patch_level=True, return_features=True)
     assert feats.std(dim=1).mean() > 1e-3
+
+
+def test_load_with_added_input_channels_is_a_zero_warm_start():
+    """Weights of a 3-channel SAQM in a 5-channel one: the old channels copied, the added ones zero, so the output
+    ignores the extra planes until trained; the added weights still get gradients; other mismatches fail."""
+    torch.manual_seed(0)
+    old = SAQM(width=WIDTH).eval()
+    new = load_with_added_input_channels(SAQM(in_channels=5, width=WIDTH), {"model": old.state_dict()}).eval()
+    w = new.attention.query[0].weight
+    assert w.shape[1] == 5 and torch.equal(w[:, :3], old.attention.query[0].weight)
+    assert torch.count_nonzero(w[:, 3:]) == 0
+    x = torch.randn(2, 3, 64, 64)
+    planes = torch.randn(2, 2, 64, 64)
+    torch.testing.assert_close(new(torch.cat([x, planes], 1)), old(x), rtol=0, atol=1e-6)
+    new(torch.cat([x, planes], 1)).sum().backward()
+    assert new.attention.value[0].weight.grad[:, 3:].abs().sum() > 0
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        load_with_added_input_channels(SAQM(in_channels=5, width=2 * WIDTH), old.state_dict())
+    with pytest.raises(RuntimeError, match="size mismatch"):  # fewer channels is not a warm start
+        load_with_added_input_channels(SAQM(in_channels=2, width=WIDTH), old.state_dict())
