@@ -29,7 +29,7 @@ from monai_iqad.demo.pretrain_corpus import (
     pseudo_mos,
     unique_items,
 )
-from monai_iqad.transforms import saqm_preprocessing
+from monai_iqad.transforms import SAQM_MODALITIES, saqm_preprocessing
 from monai_iqad.transforms.degradations import (
     banding,
     gibbs_ringing,
@@ -290,3 +290,24 @@ def test_jpeg2000_round_trip(gray):
         assert light.shape == img.shape
         assert np.abs(heavy - img).mean() > np.abs(light - img).mean() > 0
     assert np.array_equal(jpeg2000_compress(gray, 1.0), gray)
+
+
+def test_ladder_patch_dataset_modality_planes_and_dropout(tiny):
+    """The datalist item (its ``modality``) reaches the preprocessing; modality dropout zeroes the trailing planes
+    of every level at a position together (prob 1: always, prob 0: never), and the image channels stay as drawn."""
+    train = load_datalist(tiny / "datalist.json", "training")
+    pre = saqm_preprocessing(train=False, mos_range=(0.0, 1.0), modalities=SAQM_MODALITIES)
+    m = len(SAQM_MODALITIES)
+    kept = LadderPatchDataset(train, pre, patch_size=32, dropout_channels=m, dropout_prob=0.0)
+    dropped = LadderPatchDataset(train, pre, patch_size=32, dropout_channels=m, dropout_prob=1.0)
+    kept.set_random_state(0)
+    dropped.set_random_state(0)
+    a, b = kept[0], dropped[0]
+    assert a[0]["image"].shape == (3 + m, 32, 32)
+    expected = SAQM_MODALITIES.index(train[0]["modality"])
+    for x, y in zip(a, b):
+        assert torch.equal(x["image"][3:].amax(dim=(1, 2)), torch.eye(m)[expected])
+        assert torch.count_nonzero(y["image"][3:]) == 0 and torch.equal(x["image"][:3], y["image"][:3])
+    assert torch.count_nonzero(kept[0][0]["image"][3:]) > 0  # the cache was not modified by the dropout
+    with pytest.raises(ValueError, match="dropout"):
+        LadderPatchDataset(train, pre, dropout_prob=1.5)

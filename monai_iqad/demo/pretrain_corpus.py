@@ -491,8 +491,12 @@ class LadderPatchDataset(Randomizable, Dataset):
       patch (the image-level pseudo-MOS is the mean of the same map), 1 for the pristine;
     - ``ladder``: an integer group id, unique per (ladder, position) within the item; ``level``: the severity.
 
-    Images are preprocessed once and kept in memory (float16). Random positions come from ``self.R``
-    (``set_random_state``; reseed per epoch with ``EpochSeedHandler`` for resumable runs).
+    Images are preprocessed once and kept in memory (float16); ``preprocessing`` gets the datalist item with the
+    image path (so e.g. its ``modality`` can become input planes, see ``saqm_preprocessing(modalities=...)``).
+    With ``dropout_prob > 0``, the last ``dropout_channels`` channels of every level at a position are zeroed with
+    that probability (modality dropout: the network also learns the "unknown modality" input, all planes zero).
+    Random positions and dropout come from ``self.R`` (``set_random_state``; reseed per epoch with
+    ``EpochSeedHandler`` for resumable runs).
 
     Args:
         data: datalist items (``image`` absolute paths, ``ladder``, ``level``; the level-0 item is the pristine).
@@ -500,9 +504,12 @@ class LadderPatchDataset(Randomizable, Dataset):
         patch_size: patch side.
         patches_per_ladder: positions per ladder per item.
         min_std: minimum luminance std of a pristine patch preferred as a position.
+        dropout_channels: number of trailing (conditioning) channels subject to ``dropout_prob``.
+        dropout_prob: probability of zeroing them for one (ladder, position). Defaults to 0 (off).
 
     Raises:
-        ValueError: when a ladder has no level-0 item or its images differ in size, or ``data`` is empty.
+        ValueError: when a ladder has no level-0 item or its images differ in size, ``data`` is empty, or the
+            dropout arguments are out of range.
     """
 
     def __init__(
@@ -512,12 +519,20 @@ class LadderPatchDataset(Randomizable, Dataset):
         patch_size: int = 32,
         patches_per_ladder: int = 1,
         min_std: float = 0.04,
+        dropout_channels: int = 0,
+        dropout_prob: float = 0.0,
     ) -> None:
         if not data:
             raise ValueError("LadderPatchDataset needs at least one datalist item.")
+        if dropout_channels < 0 or not 0.0 <= dropout_prob <= 1.0:
+            raise ValueError(
+                f"dropout_channels must be >= 0 and dropout_prob in [0, 1], got {dropout_channels}, {dropout_prob}."
+            )
         ladders: dict[str, dict[int, str]] = {}
+        items: dict[str, Mapping[str, Any]] = {}
         for item in data:
             ladders.setdefault(str(item["ladder"]), {})[int(item["level"])] = str(item["image"])
+            items[str(item["image"])] = item
         self.ladders = [dict(sorted(levels.items())) for _, levels in sorted(ladders.items())]
         self.names = sorted(ladders)
         for name, levels in zip(self.names, self.ladders):
@@ -526,12 +541,15 @@ class LadderPatchDataset(Randomizable, Dataset):
         self.patch_size = int(patch_size)
         self.patches_per_ladder = int(patches_per_ladder)
         self.min_std = float(min_std)
+        self.dropout_channels = int(dropout_channels)
+        self.dropout_prob = float(dropout_prob)
         self._images: dict[str, torch.Tensor] = {}
         self._gray: dict[str, np.ndarray] = {}
         for levels in self.ladders:
             for path in levels.values():
                 if path not in self._images:
-                    self._images[path] = torch.as_tensor(preprocessing({"image": path})["image"]).to(torch.float16)
+                    loaded = preprocessing({**items[path], "image": path})["image"]
+                    self._images[path] = torch.as_tensor(loaded).to(torch.float16)
             shapes = {tuple(self._images[p].shape[1:]) for p in levels.values()}
             if len(shapes) != 1:
                 raise ValueError(f"ladder {levels[0]!r}: its images differ in size {sorted(shapes)}.")
@@ -566,8 +584,11 @@ class LadderPatchDataset(Randomizable, Dataset):
         for j in range(self.patches_per_ladder):
             y, x = self._position(self._gray[pristine])
             group = index * self.patches_per_ladder + j
+            drop = self.dropout_prob > 0 and self.dropout_channels > 0 and self.R.rand() < self.dropout_prob
             for level, path in levels.items():
                 patch = self._images[path][:, y : y + p, x : x + p].float()
+                if drop:
+                    patch[-self.dropout_channels :] = 0
                 mos = 1.0 if level == 0 else float(_ssim_map(pristine, path)[y : y + p, x : x + p].mean())
                 out.append(
                     {
