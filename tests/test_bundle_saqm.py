@@ -30,6 +30,7 @@ from bundle_testing import (
     tiny_overrides,
 )
 
+from monai_iqad.networks import SAQM
 from monai_iqad.utils import as_bool
 
 #: the SAQM bundles with the paper's domain-adaptation configurations (the pretrained medical bundle is tested below)
@@ -301,26 +302,49 @@ def test_medical_pretrain_and_evaluate_tiny(tmp_path):
     assert all(0.0 <= float(r["score"]) <= 1.0 for r in rows)
 
 
+def _medical_experiment_overrides() -> dict[str, Any]:
+    """One tiny epoch (width 0.0625, batch 4, one thread) of an experiment overlay on the tiny corpus."""
+    tiny = {"width": 0.0625, "max_epochs": 1, "val_interval": 1, "batch_size": 4, "num_threads": 1}
+    return {"dataset_dir": str(demo_dataset_dir(MEDICAL)), "build_demo_data": False, **tiny}
+
+
 @pytest.mark.skipif(not HAS_MEDICAL, reason="no medical_saqm_iqa bundle")
 def test_medical_anneal_overlay_tiny(tmp_path):
     """``pretrain_anneal.json`` (an issue-11 experiment) appends a cosine learning-rate schedule over
     ``anneal_epochs`` to the training handlers and keeps one checkpoint per epoch: after 1 of 2 epochs the learning
     rate is lr0 (1 + cos(π/2)) / 2 = lr0 / 2."""
     bundle = copy_bundle(MEDICAL, tmp_path / MEDICAL)
-    overrides = {
-        "dataset_dir": str(demo_dataset_dir(MEDICAL)),
-        "build_demo_data": False,
-        "finetune": False,
-        "width": 0.0625,
-        "anneal_epochs": 2,
-        "max_epochs": 1,
-        "val_interval": 1,
-        "batch_size": 4,
-        "num_threads": 1,
-    }
+    overrides = {**_medical_experiment_overrides(), "finetune": False, "anneal_epochs": 2}
     configs = ["configs/train.json", "configs/pretrain.json", "configs/pretrain_anneal.json"]
     workflow = _run(bundle, configs, overrides)
     lr0 = workflow.parser.get_parsed_content("learning_rate")
     assert lr0 == pytest.approx(1e-4)
     assert workflow.parser.get_parsed_content("optimizer").param_groups[0]["lr"] == pytest.approx(lr0 / 2, rel=1e-9)
     assert (bundle / "runs" / "anneal" / "epochs" / "model_epoch=1.pt").is_file()
+
+
+@pytest.mark.skipif(not HAS_MEDICAL, reason="no medical_saqm_iqa bundle")
+def test_medical_modality_overlay_tiny(tmp_path):
+    """``pretrain_modality.json`` (an issue-11 experiment): SAQM with 3 + 6 input channels (one-hot modality
+    planes), warm-started from a 3-channel model with zero weights on the planes, trained one epoch with modality
+    dropout; the planes' weights move, the saved epoch loads back into a 9-channel SAQM."""
+    bundle = copy_bundle(MEDICAL, tmp_path / MEDICAL)
+    torch.manual_seed(0)
+    init = SAQM(width=0.0625)
+    torch.save(init.state_dict(), tmp_path / "init.pt")
+    overrides = {**_medical_experiment_overrides(), "init_path": str(tmp_path / "init.pt")}
+    configs = ["configs/train.json", "configs/pretrain.json", "configs/pretrain_modality.json"]
+    workflow = _workflow(bundle, configs, overrides)
+    net = workflow.parser.get_parsed_content("network")
+    w0 = net.attention.value[0].weight.detach().clone()
+    assert w0.shape[1] == 9 and torch.equal(w0[:, :3], init.attention.value[0].weight)
+    assert torch.count_nonzero(w0[:, 3:]) == 0
+    assert workflow.parser.get_parsed_content("train#dataset").dropout_prob == pytest.approx(0.2)
+    try:
+        workflow.run()
+    finally:
+        workflow.finalize()
+    state = torch.load(bundle / "runs" / "modality" / "epochs" / "model_epoch=1.pt", weights_only=True)
+    trained = SAQM(in_channels=9, width=0.0625)
+    trained.load_state_dict(state.get("model", state))
+    assert torch.count_nonzero(trained.attention.value[0].weight[:, 3:]) > 0
