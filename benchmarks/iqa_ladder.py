@@ -48,7 +48,7 @@ from bench_utils import cluster_bootstrap_means, write_section  # noqa: E402
 from monai_iqad.data import load_datalist  # noqa: E402
 from monai_iqad.demo.pretrain_corpus import build_pretrain_corpus, unique_items  # noqa: E402
 from monai_iqad.networks import SAQM  # noqa: E402
-from monai_iqad.transforms import saqm_preprocessing  # noqa: E402
+from monai_iqad.transforms import SAQM_MODALITIES, ModalityChannels, saqm_preprocessing  # noqa: E402
 
 
 def _classic_metrics() -> dict:
@@ -62,10 +62,11 @@ def _classic_metrics() -> dict:
 
 
 def _load_saqm(path: Path, width: float) -> SAQM:
-    net = SAQM(width=width)
+    """A SAQM checkpoint; its input channels (3, or 3 + modality planes) are read from the first convolution."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
+    net = SAQM(in_channels=int(state["attention.query.0.weight"].shape[1]), width=width)
     net.load_state_dict(state)
     return net.eval()
 
@@ -76,11 +77,20 @@ def _preprocess(paths: list[str]) -> list[torch.Tensor]:
     return [torch.as_tensor(pre({"image": p})["image"]).float()[None] for p in paths]
 
 
-def _score_saqm(net: SAQM, inputs: list[torch.Tensor], bf16: bool) -> np.ndarray:
-    """Image scores of ``net`` on preprocessed ``inputs`` (see :func:`_preprocess`)."""
+def _score_saqm(
+    net: SAQM, inputs: list[torch.Tensor], bf16: bool, modalities: list[str | None] | None = None
+) -> np.ndarray:
+    """Image scores of ``net`` on preprocessed ``inputs`` (see :func:`_preprocess`). A modality-conditioned ``net``
+    (more input channels than ``inputs``) gets the one-hot planes of ``modalities`` (``None``: unknown)."""
+    extra = net.in_channels - int(inputs[0].shape[1]) if inputs else 0
+    if extra not in (0, len(SAQM_MODALITIES)):
+        raise ValueError(f"SAQM with {net.in_channels} input channels: expected 3 or {3 + len(SAQM_MODALITIES)}.")
+    planes = ModalityChannels(SAQM_MODALITIES) if extra else None
     out = []
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        for x in inputs:
+        for i, x in enumerate(inputs):
+            if planes is not None:
+                x = planes(x[0], modalities[i] if modalities else None)[None]
             out.append(float(net(x).float()))
     return np.asarray(out)
 
@@ -208,7 +218,9 @@ def _intervals(
     return lines + [""]
 
 
-def _select(pattern: str, out: str, items: list[dict], paths: list[str], width: float, bf16: bool) -> int:
+def _select(
+    pattern: str, out: str, items: list[dict], paths: list[str], width: float, bf16: bool, modalities: list
+) -> int:
     """Score ``paths`` with each checkpoint matching ``pattern``; copy the best (mean within-ladder SROCC) there."""
     import glob
     import re
@@ -226,7 +238,8 @@ def _select(pattern: str, out: str, items: list[dict], paths: list[str], width: 
     inputs = _preprocess(paths)
     best, best_value = "", -np.inf
     for f in files:
-        per_cell, _ = _ladder_srocc(items, index, {"SAQM": _score_saqm(_load_saqm(Path(f), width), inputs, bf16)})
+        scores = _score_saqm(_load_saqm(Path(f), width), inputs, bf16, modalities)
+        per_cell, _ = _ladder_srocc(items, index, {"SAQM": scores})
         family: dict[str, list[float]] = defaultdict(list)
         modality: dict[str, list[float]] = defaultdict(list)
         for (d, mo), v in per_cell["SAQM"].items():
@@ -272,6 +285,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=PATH",
         help="another SAQM checkpoint scored in the same run, reported as method NAME (repeatable)",
     )
+    parser.add_argument(
+        "--compare-unknown",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="as --compare, for a modality-conditioned checkpoint scored with the modality unknown (zero planes)",
+    )
     parser.add_argument("--width", type=float, default=0.125)
     parser.add_argument("--split", default="test")
     parser.add_argument("--bf16", action="store_true", help="score with bf16 autocast")
@@ -293,29 +313,31 @@ def main(argv: list[str] | None = None) -> int:
     items = load_datalist(datalist, args.split)
     images = unique_items(items)
     paths = [str(it["image"]) for it in images]
+    modalities = [it.get("modality") for it in images]
     index = {p: i for i, p in enumerate(paths)}
     print(f"{len(items)} ladder items, {len(paths)} unique images ({args.split})")
     if args.select:
         if not args.select_out:
             parser.error("--select needs --select-out")
-        return _select(args.select, args.select_out, items, paths, args.width, args.bf16)
+        return _select(args.select, args.select_out, items, paths, args.width, args.bf16, modalities)
 
     scores: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
     net = _load_saqm(Path(args.model), args.width)
     start = time.perf_counter()
     inputs = _preprocess(paths)
-    scores["SAQM"] = _score_saqm(net, inputs, args.bf16)
+    scores["SAQM"] = _score_saqm(net, inputs, args.bf16, modalities)
     seconds["SAQM"] = (time.perf_counter() - start) / len(paths)
     compared = []
-    for spec in args.compare:
+    specs = [(spec, True) for spec in args.compare] + [(spec, False) for spec in args.compare_unknown]
+    for spec, known in specs:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
             parser.error(f"--compare expects NAME=PATH, got {spec!r}")
         start = time.perf_counter()
-        scores[name] = _score_saqm(_load_saqm(Path(path), args.width), inputs, args.bf16)
+        scores[name] = _score_saqm(_load_saqm(Path(path), args.width), inputs, args.bf16, modalities if known else None)
         seconds[name] = (time.perf_counter() - start) / len(paths)
-        compared.append(f"`{name}` = `{_rel(path)}`")
+        compared.append(f"`{name}` = `{_rel(path)}`" + ("" if known else " (modality unknown)"))
     classic = _classic_metrics()
     wanted = list(classic) if args.metrics == "all" else [] if args.metrics == "none" else args.metrics.split(",")
     for name in wanted:
@@ -327,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     sources = {it["ladder"]: str(it.get("source", it["ladder"].split("/")[0])) for it in items}
 
     methods = list(scores)
-    saqm_models = ["SAQM", *(spec.partition("=")[0] for spec in args.compare)]
+    saqm_models = ["SAQM", *(spec.partition("=")[0] for spec, _ in specs)]
     distortions = sorted({d for d, _ in meta.values()})
     modalities = sorted({mo for _, mo in meta.values()})
 

@@ -102,17 +102,25 @@ def test_iqa_ladder_tiny_corpus(tmp_path):
     import torch
 
     from monai_iqad.demo.pretrain_corpus import TINY_CORPUS_SOURCES, build_pretrain_corpus
-    from monai_iqad.networks import SAQM
+    from monai_iqad.networks import SAQM, load_with_added_input_channels
 
     corpus = tmp_path / "corpus"
     build_pretrain_corpus(corpus, seed=0, sources_=TINY_CORPUS_SOURCES, log=None)
     torch.manual_seed(0)
     torch.save(SAQM(width=0.125).state_dict(), tmp_path / "model.pt")
+    # a modality-conditioned copy whose plane weights are non-zero: scored with its modality it differs from the
+    # plain model, scored with the modality unknown (zero planes) it is the plain model
+    cond = load_with_added_input_channels(SAQM(in_channels=9, width=0.125), torch.load(tmp_path / "model.pt"))
+    with torch.no_grad():
+        for stack in (cond.attention.query, cond.attention.key, cond.attention.value):
+            stack[0].weight[:, 3:] = 0.5
+    torch.save(cond.state_dict(), tmp_path / "cond.pt")
     out = tmp_path / "results.md"
     out.write_text("# Old title\n\n<!-- iqa_ladder:start -->\nstale\n<!-- iqa_ladder:end -->\n\n## Reading\nkept\n")
     script, model, plot = BENCHMARKS / "iqa_ladder.py", tmp_path / "model.pt", tmp_path / "p.png"
     cmd = [sys.executable, str(script), "--corpus", str(corpus), "--model", str(model), "--out", str(out)]
     cmd += ["--plot", str(plot), *"--metrics piqe --bootstrap 200 --no-speed".split()]
+    cmd += ["--compare", f"MOD={tmp_path / 'cond.pt'}", "--compare-unknown", f"MODU={tmp_path / 'cond.pt'}"]
     proc = subprocess.run(
         cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"}
     )
@@ -126,5 +134,9 @@ def test_iqa_ladder_tiny_corpus(tmp_path):
     for _, mean, interval in (row[:3] for row in rows):
         assert interval.rstrip(" |") == f"[{mean}, {mean}]"
     families = [line for line in text.splitlines() if line.startswith("| ") and " / 1 | " in line]
-    assert len(families) >= 5 and all(line.count("[") == 1 for line in families)
+    assert len(families) >= 5 and all(line.count("[") == 3 for line in families)  # SAQM, MOD, MODU
     assert "Margin over the best classic metric of this run (piqe)" in text
+    summary = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| ")}
+    assert "(modality unknown)" in text
+    assert summary["MODU"].split(" | ")[1:4] == summary["SAQM"].split(" | ")[1:4]
+    assert summary["MOD"].split(" | ")[1:4] != summary["SAQM"].split(" | ")[1:4]
