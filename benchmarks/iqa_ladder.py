@@ -172,7 +172,8 @@ def _intervals(
     num_boot: int,
 ) -> list[str]:
     """Markdown: 95 % source-level cluster-bootstrap intervals of the mean within-ladder SROCC (every method), of
-    the SAQM models' margin over the best classic metric, and of each SAQM model's mean per distortion."""
+    the SAQM models' margin over the best classic metric and of their difference from the first SAQM model, and of
+    each SAQM model's mean per distortion."""
     methods = list(values)
     table = np.stack([values[m] for m in methods], axis=1)
     clusters = [sources[n] for n in names]
@@ -203,6 +204,15 @@ def _intervals(
             d_lo, d_hi = np.percentile(diff, [2.5, 97.5])
             gap = means[methods.index(m)] - means[methods.index(best)]
             lines.append(f"| {m} | {gap:+.3f} | [{d_lo:+.3f}, {d_hi:+.3f}] | {np.mean(diff >= 0.10):.2f} |")
+    if len(saqm) > 1:
+        ref = saqm[0]
+        lines += ["", f"Difference from `{ref}` (the model given by `--model`), paired (same replicates):", ""]
+        lines += ["| SAQM model | difference | 95 % interval | share of replicates > 0 |", "|---|---|---|---|"]
+        for m in saqm[1:]:
+            diff = reps[:, methods.index(m)] - reps[:, methods.index(ref)]
+            d_lo, d_hi = np.percentile(diff, [2.5, 97.5])
+            gap = means[methods.index(m)] - means[methods.index(ref)]
+            lines.append(f"| {m} | {gap:+.3f} | [{d_lo:+.3f}, {d_hi:+.3f}] | {np.mean(diff > 0):.2f} |")
     distortions = sorted({d for d, _ in meta.values()})
     lines += ["", "Per distortion (SAQM models; ladders / sources):", ""]
     lines += ["| distortion | ladders / sources | " + " | ".join(saqm) + " |", "|---|---|" + "---|" * len(saqm)]

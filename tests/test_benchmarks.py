@@ -136,7 +136,12 @@ def test_iqa_ladder_tiny_corpus(tmp_path):
     families = [line for line in text.splitlines() if line.startswith("| ") and " / 1 | " in line]
     assert len(families) >= 5 and all(line.count("[") == 3 for line in families)  # SAQM, MOD, MODU
     assert "Margin over the best classic metric of this run (piqe)" in text
-    summary = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| ")}
+
+    def rows(section: str) -> dict[str, list[str]]:
+        return {ln.split(" | ")[0][2:]: ln.split(" | ")[1:] for ln in section.splitlines() if ln.startswith("| ")}
+
+    summary = rows(text.split("## Summary", 1)[1].split("##", 1)[0])
     assert "(modality unknown)" in text
-    assert summary["MODU"].split(" | ")[1:4] == summary["SAQM"].split(" | ")[1:4]
-    assert summary["MOD"].split(" | ")[1:4] != summary["SAQM"].split(" | ")[1:4]
+    assert summary["MODU"][:3] == summary["SAQM"][:3] and summary["MOD"][:3] != summary["SAQM"][:3]
+    difference = rows(text.split("Difference from `SAQM`", 1)[1].split("Per distortion", 1)[0])
+    assert difference["MODU"][:2] == ["+0.000", "[+0.000, +0.000]"] and difference["MOD"][0] != "+0.000"
