@@ -312,7 +312,7 @@ def _medical_experiment_overrides() -> dict[str, Any]:
 def test_medical_anneal_overlay_tiny(tmp_path):
     """``pretrain_anneal.json`` (an issue-11 experiment) appends a cosine learning-rate schedule over
     ``anneal_epochs`` to the training handlers and keeps one checkpoint per epoch: after 1 of 2 epochs the learning
-    rate is lr0 (1 + cos(π/2)) / 2 = lr0 / 2."""
+    rate is lr0 (1 + cos(π/2)) / 2 = lr0 / 2; the resumable checkpoint holds the schedule's state."""
     bundle = copy_bundle(MEDICAL, tmp_path / MEDICAL)
     overrides = {**_medical_experiment_overrides(), "finetune": False, "anneal_epochs": 2}
     configs = ["configs/train.json", "configs/pretrain.json", "configs/pretrain_anneal.json"]
@@ -321,6 +321,11 @@ def test_medical_anneal_overlay_tiny(tmp_path):
     assert lr0 == pytest.approx(1e-4)
     assert workflow.parser.get_parsed_content("optimizer").param_groups[0]["lr"] == pytest.approx(lr0 / 2, rel=1e-9)
     assert (bundle / "runs" / "anneal" / "epochs" / "model_epoch=1.pt").is_file()
+    state = torch.load(bundle / "runs" / "anneal" / "checkpoint.pt", weights_only=True)
+    assert state["lr_scheduler"]["last_epoch"] == 1
+    # resuming continues the cosine (epoch 2 of 2: lr0 (1 + cos(π)) / 2 = 0); a restarted one would give lr0 / 2 again
+    workflow = _run(bundle, configs, {**overrides, "max_epochs": 2, "resume": True})
+    assert workflow.parser.get_parsed_content("optimizer").param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
 @pytest.mark.skipif(not HAS_MEDICAL, reason="no medical_saqm_iqa bundle")
