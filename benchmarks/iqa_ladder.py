@@ -469,8 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     cols = 4
     rows = math.ceil(len(distortions) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    colours = plt.get_cmap("tab20").colors  # more methods than the default 10-colour cycle
     for ax, d in zip(axes.flat, distortions):
-        for m in methods:
+        for k_m, m in enumerate(methods):
             s = scores[m]
             lo, hi = np.nanmin(s), np.nanmax(s)
             norm = (s - lo) / (hi - lo) if hi > lo else s * 0
@@ -479,7 +480,15 @@ def main(argv: list[str] | None = None) -> int:
                 if it["distortion"] == d:
                     by_level[int(it["level"])].append(norm[index[str(it["image"])]])
             lv = sorted(by_level)
-            ax.plot(lv, [np.nanmean(by_level[k]) for k in lv], marker="o", label=m, lw=2.5 if m == "SAQM" else 1)
+            ax.plot(
+                lv,
+                [np.nanmean(by_level[k]) for k in lv],
+                marker="o",
+                label=m,
+                color=colours[(2 * k_m) % 20 + (k_m // 10) % 2],
+                ls="-" if m in saqm_models else "--",
+                lw=2.5 if m == "SAQM" else 1,
+            )
         ax.set_title(d)
         ax.set_xlabel("level")
         ax.set_ylim(-0.05, 1.05)
