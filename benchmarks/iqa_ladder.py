@@ -192,6 +192,15 @@ def _intervals(
         "|---|---|---|",
     ]
     lines += [f"| {m} | {means[k]:.3f} | [{lo[k]:.3f}, {hi[k]:.3f}] |" for k, m in enumerate(methods)]
+
+    def paired(m: str, ref: str) -> tuple[str, np.ndarray]:
+        """Table cells of ``m - ref`` (difference of means | its interval; same replicates for both, so paired) and
+        the per-replicate differences."""
+        diff = reps[:, methods.index(m)] - reps[:, methods.index(ref)]
+        d_lo, d_hi = np.percentile(diff, [2.5, 97.5])
+        gap = means[methods.index(m)] - means[methods.index(ref)]
+        return f"{gap:+.3f} | [{d_lo:+.3f}, {d_hi:+.3f}]", diff
+
     if classic:
         best = max(classic, key=lambda m: means[methods.index(m)])
         lines += ["", f"Margin over the best classic metric of this run ({best}), paired (same replicates):", ""]
@@ -200,19 +209,15 @@ def _intervals(
             "|---|---|---|---|",
         ]
         for m in saqm:
-            diff = reps[:, methods.index(m)] - reps[:, methods.index(best)]
-            d_lo, d_hi = np.percentile(diff, [2.5, 97.5])
-            gap = means[methods.index(m)] - means[methods.index(best)]
-            lines.append(f"| {m} | {gap:+.3f} | [{d_lo:+.3f}, {d_hi:+.3f}] | {np.mean(diff >= 0.10):.2f} |")
+            cells, diff = paired(m, best)
+            lines.append(f"| {m} | {cells} | {np.mean(diff >= 0.10):.2f} |")
     if len(saqm) > 1:
         ref = saqm[0]
         lines += ["", f"Difference from `{ref}` (the model given by `--model`), paired (same replicates):", ""]
         lines += ["| SAQM model | difference | 95 % interval | share of replicates > 0 |", "|---|---|---|---|"]
         for m in saqm[1:]:
-            diff = reps[:, methods.index(m)] - reps[:, methods.index(ref)]
-            d_lo, d_hi = np.percentile(diff, [2.5, 97.5])
-            gap = means[methods.index(m)] - means[methods.index(ref)]
-            lines.append(f"| {m} | {gap:+.3f} | [{d_lo:+.3f}, {d_hi:+.3f}] | {np.mean(diff > 0):.2f} |")
+            cells, diff = paired(m, ref)
+            lines.append(f"| {m} | {cells} | {np.mean(diff > 0):.2f} |")
     distortions = sorted({d for d, _ in meta.values()})
     lines += ["", "Per distortion (SAQM models; ladders / sources):", ""]
     lines += ["| distortion | ladders / sources | " + " | ".join(saqm) + " |", "|---|---|" + "---|" * len(saqm)]
@@ -323,20 +328,20 @@ def main(argv: list[str] | None = None) -> int:
     items = load_datalist(datalist, args.split)
     images = unique_items(items)
     paths = [str(it["image"]) for it in images]
-    modalities = [it.get("modality") for it in images]
+    image_modalities = [it.get("modality") for it in images]
     index = {p: i for i, p in enumerate(paths)}
     print(f"{len(items)} ladder items, {len(paths)} unique images ({args.split})")
     if args.select:
         if not args.select_out:
             parser.error("--select needs --select-out")
-        return _select(args.select, args.select_out, items, paths, args.width, args.bf16, modalities)
+        return _select(args.select, args.select_out, items, paths, args.width, args.bf16, image_modalities)
 
     scores: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
     net = _load_saqm(Path(args.model), args.width)
     start = time.perf_counter()
     inputs = _preprocess(paths)
-    scores["SAQM"] = _score_saqm(net, inputs, args.bf16, modalities)
+    scores["SAQM"] = _score_saqm(net, inputs, args.bf16, image_modalities)
     seconds["SAQM"] = (time.perf_counter() - start) / len(paths)
     compared = []
     specs = [(spec, True) for spec in args.compare] + [(spec, False) for spec in args.compare_unknown]
@@ -345,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not name or not path:
             parser.error(f"--compare expects NAME=PATH, got {spec!r}")
         start = time.perf_counter()
-        scores[name] = _score_saqm(_load_saqm(Path(path), args.width), inputs, args.bf16, modalities if known else None)
+        planes = image_modalities if known else None
+        scores[name] = _score_saqm(_load_saqm(Path(path), args.width), inputs, args.bf16, planes)
         seconds[name] = (time.perf_counter() - start) / len(paths)
         compared.append(f"`{name}` = `{_rel(path)}`" + ("" if known else " (modality unknown)"))
     classic = _classic_metrics()
