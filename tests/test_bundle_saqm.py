@@ -353,3 +353,38 @@ def test_medical_modality_overlay_tiny(tmp_path):
     trained = SAQM(in_channels=9, width=0.0625)
     trained.load_state_dict(state.get("model", state))
     assert torch.count_nonzero(trained.attention.value[0].weight[:, 3:]) > 0
+
+
+@pytest.mark.skipif(not HAS_MEDICAL, reason="no medical_saqm_iqa bundle")
+def test_medical_distill_overlay_tiny(tmp_path):
+    """``pretrain_distill.json`` on top of ``pretrain_modality.json`` (an issue-11 experiment): the teacher is a
+    frozen copy of the warm-started 9-channel network (so it computes the 3-channel init exactly), its KL term is
+    in the training output, and one epoch moves the network but not the teacher."""
+    bundle = copy_bundle(MEDICAL, tmp_path / MEDICAL)
+    torch.manual_seed(0)
+    init = SAQM(width=0.0625)
+    torch.save(init.state_dict(), tmp_path / "init.pt")
+    overrides = {**_medical_experiment_overrides(), "init_path": str(tmp_path / "init.pt"), "distillation_weight": 3.0}
+    configs = [
+        "configs/train.json",
+        "configs/pretrain.json",
+        "configs/pretrain_modality.json",
+        "configs/pretrain_distill.json",
+    ]
+    workflow = _workflow(bundle, configs, overrides)
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    net, teacher = workflow.parser.get_parsed_content("network"), trainer.teacher
+    assert teacher is not net and trainer.distillation_weight == pytest.approx(3.0)
+    x = torch.rand(2, 9, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(teacher(x), init(x[:, :3]), atol=1e-6)  # the planes have zero weights
+    try:
+        workflow.run()
+    finally:
+        workflow.finalize()
+    out = trainer.state.output
+    assert float((out[0] if isinstance(out, list) else out)["loss_distill"]) > 0  # decollated: one dict per image
+    with torch.no_grad():
+        assert torch.allclose(teacher(x), init(x[:, :3]), atol=1e-6)
+        assert not torch.allclose(net(x), init(x[:, :3]), atol=1e-4)
+    assert (bundle / "runs" / "distill" / "epochs" / "model_epoch=1.pt").is_file()

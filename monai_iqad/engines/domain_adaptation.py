@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from monai_iqad.engines.prepare_batch import PrepareIQABatch
 from monai_iqad.engines.step import run_trainer, supervised_trainer_kwargs, training_step
+from monai_iqad.losses.distillation import BernoulliKLDivLoss
 from monai_iqad.networks.blocks.gradient_reversal import GradientReversal, dann_lambda
 
 if TYPE_CHECKING:
@@ -76,15 +77,16 @@ class DomainAdaptationTrainer(SupervisedTrainer):
     3. one forward of ``torch.cat([source, target])`` with ``network(x, patch_level=True, return_features=True)``
        (a single forward, DDP-friendly). When source and target crops have different spatial shapes the two
        batches go through two forwards instead (same results; prefer equal crop sizes under DDP);
-    4. ``loss = loss_reg + domain_loss_weight * loss_dom``: ``loss_reg`` = ``regression_loss`` over all labelled
-       patches (each patch gets its image's MOS, the Kang et al. convention), default ``BCEWithLogitsLoss`` of the
-       patch logits against the MOS in [0, 1]; ``loss_dom`` = BCE-with-logits of the domain classifier on every
-       patch feature (source 0, target 1);
+    4. ``loss = loss_reg + domain_loss_weight * loss_dom`` (+ the optional ranking and distillation terms):
+       ``loss_reg`` = ``regression_loss`` over all labelled patches (each patch gets its image's MOS, the Kang et
+       al. convention), default ``BCEWithLogitsLoss`` of the patch logits against the MOS in [0, 1]; ``loss_dom``
+       = BCE-with-logits of the domain classifier on every patch feature (source 0, target 1);
     5. backward (the GRL reverses the domain gradient for the network only) and ``optimizer.step()``.
 
     ``engine.state.output`` holds ``image`` and ``label`` (the ``train_data_loader`` batch and its normalised MOS
     as (B, 1)), ``pred`` (its image scores (B, 1) = mean patch score, so ``from_engine(["pred", "label"])`` feeds
-    Ignite's correlation metrics directly), ``loss``, ``loss_reg``, ``loss_dom``, ``grl_lambda``,
+    Ignite's correlation metrics directly), ``loss``, ``loss_reg``, ``loss_dom`` (``loss_rank``, ``loss_distill``
+    when those terms are on), ``grl_lambda``,
     ``gamma`` (the network's attention gate, when it has a scalar ``gamma`` parameter) and ``domain_acc``
     (patch-level domain accuracy; NaN in the non-adversarial modes). Events ``FORWARD_COMPLETED``,
     ``LOSS_COMPLETED``, ``BACKWARD_COMPLETED`` and ``MODEL_COMPLETED`` fire as in ``SupervisedTrainer``.
@@ -113,6 +115,13 @@ class DomainAdaptationTrainer(SupervisedTrainer):
             ``scores`` are the image-level logits (mean patch logit) of the ``train_data_loader`` batch, ``groups``
             and ``levels`` come from its ``ladder_key`` and ``level_key``. Defaults to None (off: the paper).
         ranking_weight: weight of the ranking loss. Defaults to 1.
+        teacher: optional frozen network (e.g. :func:`monai_iqad.networks.frozen_copy` of the warm-started
+            ``network``) whose patch scores the network is pulled towards on every training batch (knowledge
+            distillation, as in "Li and Hoiem, Learning without Forgetting, TPAMI 2018"): ``loss_distill`` = mean
+            over the patches of the Bernoulli KL divergence KL(sigmoid(teacher logit) || sigmoid(network logit)),
+            0 where the two agree, added with weight ``distillation_weight``. The teacher gets the same input as
+            the network and runs in eval mode without gradients. Defaults to None (off: the paper).
+        distillation_weight: weight of the distillation term. Defaults to 1.
         ladder_key: batch key of the ladder (group) ids. Defaults to "ladder".
         level_key: batch key of the severity levels (0 = best). Defaults to "level".
         trainer_kwargs: other keyword arguments: those of :class:`monai.engines.SupervisedTrainer` (``epoch_length``,
@@ -151,14 +160,19 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         ranking_weight: float = 1.0,
         ladder_key: str = "ladder",
         level_key: str = "level",
+        teacher: nn.Module | None = None,
+        distillation_weight: float = 1.0,
         **trainer_kwargs: Any,
     ) -> None:
         if mode not in DA_MODES:
             raise ValueError(f"mode must be one of {DA_MODES}, got {mode!r}.")
         if loss_function is not None and regression_loss is not None:
             raise ValueError("give the regression loss as either `loss_function` or `regression_loss`, not both.")
-        if not math.isfinite(float(domain_loss_weight)) or domain_loss_weight < 0:
-            raise ValueError(f"domain_loss_weight must be a finite non-negative number, got {domain_loss_weight!r}.")
+        for name, weight in (("domain_loss_weight", domain_loss_weight), ("distillation_weight", distillation_weight)):
+            if not math.isfinite(float(weight)) or weight < 0:
+                raise ValueError(f"{name} must be a finite non-negative number, got {weight!r}.")
+        if teacher is not None and any(p.requires_grad for p in teacher.parameters()):
+            raise ValueError("the teacher must be frozen (monai_iqad.networks.frozen_copy(network)).")
         dann_lambda(0.0, grl_gamma, grl_max)  # validates gamma and max_value
         adversarial = mode in _ADVERSARIAL_MODES
         grls: list[GradientReversal] = []
@@ -210,6 +224,9 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         self.ranking_weight = float(ranking_weight)
         self.ladder_key = ladder_key
         self.level_key = level_key
+        self.teacher = teacher.to(device).eval() if teacher is not None else None
+        self.distillation_weight = float(distillation_weight)
+        self.distillation_loss = BernoulliKLDivLoss()
         self._gamma = _find_gamma(self.network)
         self._target_iter: Any = None
         if self.target_data_loader is not None:
@@ -355,7 +372,7 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         target: Mapping[str, torch.Tensor | None] | None,
         grl_lambda: float,
     ) -> dict[str, torch.Tensor]:
-        """Forward of the source (and target) batch; returns ``{"loss", "loss_reg", "loss_dom"[, "loss_rank"]}``."""
+        """Forward of the source (and target) batch; returns the loss and its terms (``loss_reg``, ``loss_dom``...)."""
         output = engine.state.output
         n_source = x_s.shape[0]
         feats_s = feats_t = logits_t = None
@@ -394,6 +411,12 @@ class DomainAdaptationTrainer(SupervisedTrainer):
             loss_reg_total = loss_reg + self.ranking_weight * loss_rank
         else:
             loss_reg_total = loss_reg
+        if self.teacher is not None:
+            with torch.no_grad():
+                teacher_logits = engine.inferer(x_s, self.teacher, patch_level=True).float()
+            loss_distill = self.distillation_loss(logits_s.float(), teacher_logits)
+            output["loss_distill"] = loss_distill.detach()
+            loss_reg_total = loss_reg_total + self.distillation_weight * loss_distill
 
         if feats_s is not None and feats_t is not None and self.domain_classifier is not None:
             features = torch.cat([feats_s.reshape(-1, feats_s.shape[-1]), feats_t.reshape(-1, feats_t.shape[-1])])
@@ -416,6 +439,7 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         output["grl_lambda"] = grl_lambda
         output["domain_acc"] = domain_acc
         terms = {Keys.LOSS: loss, "loss_reg": loss_reg, "loss_dom": loss_dom}
-        if "loss_rank" in output:
-            terms["loss_rank"] = output["loss_rank"]
+        for key in ("loss_rank", "loss_distill"):
+            if key in output:
+                terms[key] = output[key]
         return terms

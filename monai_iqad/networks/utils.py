@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
 
-__all__ = ["load_with_added_input_channels"]
+__all__ = ["frozen_copy", "load_with_added_input_channels"]
 
 
 def load_with_added_input_channels(network: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
@@ -49,3 +50,20 @@ def load_with_added_input_channels(network: nn.Module, state_dict: Mapping[str, 
         padded[key] = value
     network.load_state_dict(padded)
     return network
+
+
+def frozen_copy(network: nn.Module) -> nn.Module:
+    """
+    A frozen snapshot of ``network`` as it is now: a deep copy in eval mode with ``requires_grad=False`` on every
+    parameter, e.g. the teacher of a distillation that anchors a fine-tune to its starting weights
+    (``DomainAdaptationTrainer(teacher=...)``). Later changes to ``network`` do not reach the copy; take it after
+    the starting weights are loaded (a loader that runs when the engine starts would come too late).
+
+    Args:
+        network: the module to snapshot (a ``DistributedDataParallel``/``DataParallel`` wrapper is unwrapped).
+    """
+    wrappers = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    module = network.module if isinstance(network, wrappers) else network
+    snapshot = copy.deepcopy(module).eval()
+    snapshot.requires_grad_(False)
+    return snapshot
