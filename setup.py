@@ -32,6 +32,8 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     # real medical DICOM images (chest CR, CT, ultrasound) used to build the demo data sets (CXR/CT/US demos)
     "demo": ["pydicom-data>=1.0"],
+    # the second held-out IQA set (`pretrain-corpus OUT --preset test2`): dipy's wheel ships a real T1 brain slice
+    "heldout": ["pydicom-data>=1.0", "dipy>=1.10"],
     # MetaImage (.mha/.mhd) and NRRD through MONAI's ITKReader in monai_iqad.data.IQADImageReader
     "itk": ["itk>=5.3"],
     # `python -m monai.bundle onnx_export` (torch.onnx's dynamo exporter needs onnxscript) and ONNX Runtime checks

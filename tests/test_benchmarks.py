@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import subprocess
@@ -128,6 +129,8 @@ def test_iqa_ladder_tiny_corpus(tmp_path):
     text = out.read_text()
     assert "stale" not in text and text.endswith("## Reading\nkept\n") and plot.stat().st_size > 0
     assert "ladders, " in text and "## Uncertainty (95 % intervals)" in text and "over the 1 held-out source" in text
+    sha = hashlib.sha256((corpus / "datalist.json").read_bytes()).hexdigest()[:12]
+    assert f"datalist sha256 {sha}; sources: ct_thorax_small)" in text  # which held-out set the tables are about
     uncertainty = text.split("## Uncertainty (95 % intervals)", 1)[1].split("Margin over", 1)[0]
     rows = [line.split(" | ") for line in uncertainty.splitlines() if line.startswith(("| SAQM |", "| piqe |"))]
     assert len(rows) == 2

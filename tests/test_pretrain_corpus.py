@@ -6,6 +6,7 @@ import hashlib
 import json
 import runpy
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from monai_iqad.data import load_datalist
 from monai_iqad.demo import sources
 from monai_iqad.demo.pretrain_corpus import (
     CORPUS_SOURCES,
+    CORPUS_SOURCES_BALANCED,
     CORPUS_SOURCES_V1,
     MODALITY_FAMILIES,
     CorpusSource,
@@ -233,6 +235,97 @@ def test_cli_preset(monkeypatch, tmp_path):
     assert pc.main([str(tmp_path)]) == 0 and seen["sources_"] == CORPUS_SOURCES
     with pytest.raises(ValueError, match="unknown corpus preset"):
         pc.main([str(tmp_path), "--preset", "v3"])
+
+
+def _mr_with_matrix(tmp_path: Path, matrix: list[int] | None) -> str:
+    """pydicom's 64 x 64 ``MR_small`` saved with the given ``AcquisitionMatrix`` (None = tag removed)."""
+    import pydicom
+
+    from tests.dicom_files import dicom_file
+
+    ds = pydicom.dcmread(dicom_file("MR_small.dcm"))
+    if matrix is None:
+        ds.pop("AcquisitionMatrix", None)
+    else:
+        ds.AcquisitionMatrix = matrix
+    path = tmp_path / f"mr_{matrix}.dcm"
+    ds.save_as(path)
+    return str(path)
+
+
+def test_dicom_meta_acquired_matrix(tmp_path):
+    """The largest AcquisitionMatrix entry (frequency rows/cols, phase rows/cols; two are 0), None when absent/zero."""
+    assert sources.dicom_meta(_mr_with_matrix(tmp_path, [0, 40, 24, 0]))["acquired_matrix"] == 40
+    assert sources.dicom_meta(_mr_with_matrix(tmp_path, [0, 0, 0, 0]))["acquired_matrix"] is None
+    assert sources.dicom_meta(_mr_with_matrix(tmp_path, None))["acquired_matrix"] is None
+
+
+def test_native_source_is_resized_to_its_acquired_matrix(tmp_path, monkeypatch):
+    """``native=True``: the 64 x 64 display matrix becomes the 40 x 40 acquired one (anti-aliased resize), so a 32 x 32
+    crop spans 80 % of the acquired field of view; a file without the tag, or ``native`` with a ``scale_side`` or a
+    non-DICOM kind, is a clear error."""
+    files = {"acq40.dcm": _mr_with_matrix(tmp_path, [0, 40, 24, 0]), "none.dcm": _mr_with_matrix(tmp_path, None)}
+    monkeypatch.setattr(sources, "dicom_path", lambda name: Path(files[name]) if name in files else None)
+    src = CorpusSource("mr", "MR", "test", "dicom", "acq40.dcm", 1, native=True)
+    (img,) = pc._source_images(src)
+    assert img.shape == (40, 40) and 0.0 <= img.min() and img.max() <= 1.0
+    (display,) = pc._source_images(replace(src, native=False))
+    assert display.shape == (64, 64)
+    with pytest.raises(ValueError, match="none.dcm has no AcquisitionMatrix"):
+        pc._source_images(replace(src, file="none.dcm"))
+    with pytest.raises(ValueError, match="native needs"):
+        CorpusSource("mr", "MR", "test", "dicom", "acq40.dcm", 1, 256, native=True)
+    with pytest.raises(ValueError, match="native needs"):
+        CorpusSource("cam", "natural", "test", "skimage", "camera", 1, native=True)
+
+
+def test_package_file_and_npy_source(tmp_path, monkeypatch):
+    """:func:`sources.package_file` finds a file inside an installed package without importing it; an ``npy`` source
+    is percentile-windowed to [0, 1]; a missing package names what to install; a 3D array is refused."""
+    here = sources.package_file("monai_iqad/demo/sources.py")
+    assert here is not None and here.samefile(sources.__file__)
+    assert sources.package_file("monai_iqad/no_such_file.npy") is None
+    assert sources.package_file("no_such_package_xyz/a.npy") is None
+    ramp = np.arange(40 * 50, dtype=np.float64).reshape(40, 50)
+    np.save(tmp_path / "ramp.npy", ramp)
+    np.save(tmp_path / "cube.npy", np.zeros((4, 4, 4)))
+    monkeypatch.setattr(sources, "package_file", lambda p: tmp_path / p.split("/")[-1] if "pkg/" in p else None)
+    (img,) = pc._source_images(CorpusSource("ramp", "MR", "test", "npy", "pkg/ramp.npy", 1))
+    lo, hi = np.percentile(ramp, [0.5, 99.5])
+    np.testing.assert_allclose(img, np.clip((ramp - lo) / (hi - lo), 0, 1))
+    with pytest.raises(ValueError, match="3D array"):
+        pc._source_images(CorpusSource("cube", "MR", "test", "npy", "pkg/cube.npy", 1))
+    with pytest.raises(FileNotFoundError, match="pip install dipy"):
+        pc._source_images(CorpusSource("t1", "MR", "test", "npy", "dipy/data/files/t1_coronal_slice.npy", 1))
+
+
+def test_test2_preset_extends_the_first_test_split():
+    """Held-out set 2: test split only; CR, US and fundus keep their settings at 4 crops (so their first 2 crops are
+    the first split's); the MR is replaced by the same file at its acquired matrix plus a second MR (dipy's T1); no
+    file of it is in a training or validation split."""
+    t2 = corpus_preset("test2")
+    v1_test = {s.name: s for s in CORPUS_SOURCES_V1 if s.split == "test"}
+    assert {s.split for s in t2} == {"test"} and len({s.name for s in t2}) == len(t2)
+    for s in t2:
+        if s.name in ("cr_leg", "us_aloka", "fundus_retina"):
+            assert s == replace(v1_test[s.name], crops=4)
+        elif s.modality != "MR":
+            assert s == v1_test[s.name]
+    mr = {s.name: s for s in t2 if s.modality == "MR"}
+    assert mr["mr_abdomen_native"].native and mr["mr_abdomen_native"].file == v1_test["mr_abdomen"].file
+    assert mr["mr_brain_t1"].kind == "npy"
+    train_val = {s.file for s in CORPUS_SOURCES_BALANCED if s.split != "test"}
+    assert not train_val & {s.file for s in t2}
+
+
+@pytest.mark.skipif(sources.package_file("dipy/data/files/t1_coronal_slice.npy") is None, reason="dipy not installed")
+def test_dipy_t1_slice_builds(tmp_path):
+    """The real dipy T1 slice (256 x 256) gives an MR ladder whose pseudo-MOS falls with the Gibbs level."""
+    src = replace(corpus_preset("test2")[2], crops=1)
+    build_pretrain_corpus(tmp_path, sources_=(src,), families={"MR": ("gibbs_ringing",)}, levels=5, log=None)
+    items = load_datalist(tmp_path / "datalist.json", "test")
+    mos = [it["mos"] for it in sorted(items, key=lambda it: it["level"])]
+    assert len(mos) == 6 and all(a > b for a, b in zip(mos, mos[1:]))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Real images available offline inside Python packages: scikit-image's data images and pydicom's (and, when
-installed, pydicom-data's) DICOM test files. Nothing is downloaded.
+"""Real images available offline inside Python packages: scikit-image's data images, pydicom's (and, when
+installed, pydicom-data's) DICOM test files and data files of other installed packages (:func:`package_file`, e.g.
+dipy's T1 slice). Nothing is downloaded.
 
 :func:`dicom_path` is the one place that locates a DICOM file; the demo builders call it through this module
 (``sources.dicom_path``), so a test can hide files with one ``monkeypatch``.
@@ -20,6 +21,7 @@ __all__ = [
     "dicom_frames",
     "dicom_meta",
     "dicom_path",
+    "package_file",
     "pydicom_data_dir",
     "skimage_image",
 ]
@@ -73,6 +75,27 @@ def pydicom_data_dir() -> Path | None:
         return None
     folder = Path(spec.origin).parent / "data"
     return folder if folder.is_dir() else None
+
+
+def package_file(path: str) -> Path | None:
+    """Locate a data file shipped inside an installed package, without importing the package.
+
+    Args:
+        path: ``"<package>/<path inside the package>"``, e.g. ``"dipy/data/files/t1_coronal_slice.npy"``.
+
+    Returns:
+        The file's path, or None when the package is not installed or lacks the file.
+    """
+    import importlib.util
+
+    package, _, rel = path.partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for root in spec.submodule_search_locations:
+        if (Path(root) / rel).is_file():
+            return Path(root) / rel
+    return None
 
 
 def dicom_path(name: str) -> Path | None:
@@ -158,12 +181,19 @@ def dicom_frames(path: str, frames: tuple[int, ...] | None = None) -> tuple[np.n
 
 
 def dicom_meta(path: str) -> dict[str, Any]:
-    """Rescale slope/intercept and photometric interpretation of a DICOM file (header only)."""
+    """Rescale slope/intercept, photometric interpretation and acquired matrix of a DICOM file (header only).
+
+    ``acquired_matrix`` is the largest entry of the MR ``AcquisitionMatrix`` (0018,1310) (frequency rows, frequency
+    columns, phase rows, phase columns; two are 0), i.e. the number of k-space samples along the better-sampled image
+    axis, or None where the tag is absent or empty.
+    """
     import pydicom
 
     ds = pydicom.dcmread(path, stop_before_pixels=True)
+    matrix = [int(v) for v in (ds.get("AcquisitionMatrix") or [])]
     return {
         "slope": float(ds.get("RescaleSlope", 1) or 1),
         "intercept": float(ds.get("RescaleIntercept", 0) or 0),
         "photometric": str(ds.get("PhotometricInterpretation", "")),
+        "acquired_matrix": max(matrix) if matrix and max(matrix) > 0 else None,
     }
