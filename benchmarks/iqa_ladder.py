@@ -234,10 +234,36 @@ def _intervals(
     return lines + [""]
 
 
+def _rule_breaks(per_family: dict[str, float], reference: dict[str, float], max_drop: float, floor: float) -> list[str]:
+    """The families where ``per_family`` breaks the shipping rule against ``reference``: a loss of more than
+    ``max_drop``, or a fall below ``floor`` of a family the reference holds at or above it (``[]`` = eligible)."""
+    out = []
+    for d, ref in sorted(reference.items()):
+        v = per_family.get(d, float("nan"))
+        if not v >= ref - max_drop:
+            out.append(f"{d} {v - ref:+.3f}")
+        elif v < floor <= ref:
+            out.append(f"{d} {v:.3f} < {floor}")
+    return out
+
+
 def _select(
-    pattern: str, out: str, items: list[dict], paths: list[str], width: float, bf16: bool, modalities: list
+    pattern: str,
+    out: str,
+    items: list[dict],
+    paths: list[str],
+    width: float,
+    bf16: bool,
+    modalities: list,
+    reference: str | None = None,
+    max_drop: float = 0.05,
+    floor: float = 0.80,
 ) -> int:
-    """Score ``paths`` with each checkpoint matching ``pattern``; copy the best (mean within-ladder SROCC) there."""
+    """Score ``paths`` with each checkpoint matching ``pattern``; copy the best (mean within-ladder SROCC) to ``out``.
+
+    With a ``reference`` checkpoint (e.g. the shipped model), only checkpoints that pass the shipping rule against it
+    on this split are eligible (:func:`_rule_breaks`); returns 1 and writes nothing when none is.
+    """
     import glob
     import re
 
@@ -252,22 +278,35 @@ def _select(
         raise FileNotFoundError(f"--select: no checkpoint matches {pattern!r}.")
     index = {p: i for i, p in enumerate(paths)}
     inputs = _preprocess(paths)
-    best, best_value = "", -np.inf
-    for f in files:
-        scores = _score_saqm(_load_saqm(Path(f), width), inputs, bf16, modalities)
+
+    def evaluate(path: str) -> tuple[float, dict[str, float], str]:
+        scores = _score_saqm(_load_saqm(Path(path), width), inputs, bf16, modalities)
         per_cell, _ = _ladder_srocc(items, index, {"SAQM": scores})
         family: dict[str, list[float]] = defaultdict(list)
         modality: dict[str, list[float]] = defaultdict(list)
         for (d, mo), v in per_cell["SAQM"].items():
             family[d] += v
             modality[mo] += v
-        per_family = {d: float(np.mean(v)) for d, v in family.items()}
         value = float(np.mean([v for vs in per_cell["SAQM"].values() for v in vs]))
-        worst = min(per_family, key=lambda d: per_family[d])
         by_mod = ", ".join(f"{mo} {np.mean(v):.3f}" for mo, v in sorted(modality.items()))
-        print(f"{f}: mean within-ladder SROCC {value:.4f} (worst {worst} {per_family[worst]:.3f}; {by_mod})")
-        if value > best_value:
+        return value, {d: float(np.mean(v)) for d, v in family.items()}, by_mod
+
+    ref_family = None
+    if reference is not None:
+        value, ref_family, by_mod = evaluate(reference)
+        print(f"reference {reference}: mean within-ladder SROCC {value:.4f} ({by_mod})")
+    best, best_value = "", -np.inf
+    for f in files:
+        value, per_family, by_mod = evaluate(f)
+        worst = min(per_family, key=lambda d: per_family[d])
+        breaks = [] if ref_family is None else _rule_breaks(per_family, ref_family, max_drop, floor)
+        verdict = f"; breaks the rule: {', '.join(breaks)}" if breaks else ""
+        print(f"{f}: mean within-ladder SROCC {value:.4f} (worst {worst} {per_family[worst]:.3f}; {by_mod}){verdict}")
+        if not breaks and value > best_value:
             best, best_value = f, value
+    if not best:
+        print(f"no checkpoint passes the rule against {reference}; nothing written")
+        return 1
     net = _load_saqm(Path(best), width)
     atomic_torch_save(net.state_dict(), out)
     print(f"selected {best} (mean within-ladder SROCC {best_value:.4f}) -> {out}")
@@ -318,6 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the raw per-image scores here")
     parser.add_argument("--select", default=None, help="checkpoint-selection mode: a glob of SAQM checkpoints")
     parser.add_argument("--select-out", default=None, help="where --select copies the best checkpoint's weights")
+    parser.add_argument(
+        "--select-reference",
+        default=None,
+        help="with --select: only checkpoints that pass the shipping rule against this one on the split are eligible",
+    )
+    parser.add_argument("--select-max-drop", type=float, default=0.05, help="rule: largest loss of a family")
+    parser.add_argument("--select-floor", type=float, default=0.80, help="rule: a family may not fall below this")
     parser.add_argument("--no-speed", action="store_true", help="skip the 512x512 scoring-speed measurement")
     parser.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap replicates of the 95 %% intervals")
     args = parser.parse_args(argv)
@@ -336,7 +382,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.select:
         if not args.select_out:
             parser.error("--select needs --select-out")
-        return _select(args.select, args.select_out, items, paths, args.width, args.bf16, image_modalities)
+        return _select(
+            args.select,
+            args.select_out,
+            items,
+            paths,
+            args.width,
+            args.bf16,
+            image_modalities,
+            args.select_reference,
+            args.select_max_drop,
+            args.select_floor,
+        )
 
     scores: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}

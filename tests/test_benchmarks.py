@@ -18,11 +18,14 @@ SCRIPTS = ("saqm_throughput", "mkcnet_cost")
 FOREIGN = "<!-- other:start -->\nsomeone else's section\n<!-- other:end -->\n"
 
 
-def _bench_utils():
-    spec = importlib.util.spec_from_file_location("bench_utils", BENCHMARKS / "bench_utils.py")
+def _load(name: str = "bench_utils"):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+_bench_utils = _load
 
 
 def test_write_section_replaces_only_its_own_section(tmp_path):
@@ -148,3 +151,49 @@ def test_iqa_ladder_tiny_corpus(tmp_path):
     assert summary["MODU"][:3] == summary["SAQM"][:3] and summary["MOD"][:3] != summary["SAQM"][:3]
     difference = rows(text.split("Difference from `SAQM`", 1)[1].split("Per distortion", 1)[0])
     assert difference["MODU"][:2] == ["+0.000", "[+0.000, +0.000]"] and difference["MOD"][0] != "+0.000"
+
+
+def test_select_rule_breaks_by_hand(monkeypatch):
+    """The shipping rule used by ``iqa_ladder.py --select-reference``: a loss of more than 0.05, or a new fall below
+    0.80, breaks it; a family already below 0.80 in the reference may stay there; a missing family breaks it."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports bench_utils from its own folder
+    rule = _load("iqa_ladder")._rule_breaks
+    ref = {"a": 0.96, "b": 0.72, "c": 0.82}
+    assert rule({"a": 0.9, "b": 0.7, "c": 0.85}, ref, 0.05, 0.80) == ["a -0.060"]
+    assert rule({"a": 0.95, "b": 0.68, "c": 0.79}, ref, 0.05, 0.80) == ["c 0.790 < 0.8"]
+    assert rule({"a": 0.95, "b": 0.66, "c": 0.9}, ref, 0.05, 0.80) == ["b -0.060"]
+    assert rule({"a": 0.95, "c": 0.9}, ref, 0.05, 0.80) == ["b +nan"]
+    assert rule(ref, ref, 0.0, 0.80) == []
+
+
+def test_iqa_ladder_select_with_reference(tmp_path):
+    """``--select --select-reference``: the reference itself is always eligible (no family lost), so with a strict
+    rule (no loss allowed) it is the one selected unless another checkpoint matches it on every family and beats its
+    mean; a rule nothing can pass (a gain of 1 on every family) exits 1 and writes nothing."""
+    import torch
+
+    from monai_iqad.demo.pretrain_corpus import TINY_CORPUS_SOURCES, build_pretrain_corpus
+    from monai_iqad.networks import SAQM
+
+    corpus = tmp_path / "corpus"
+    build_pretrain_corpus(corpus, seed=0, sources_=TINY_CORPUS_SOURCES, log=None)
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        torch.save(SAQM(width=0.125).state_dict(), tmp_path / f"model_epoch={seed + 1}.pt")
+    out = tmp_path / "selected.pt"
+    cmd = [sys.executable, str(BENCHMARKS / "iqa_ladder.py"), "--corpus", str(corpus), "--select"]
+    cmd += [str(tmp_path / "model_epoch=*.pt"), "--select-out", str(out)]
+    cmd += ["--select-reference", str(tmp_path / "model_epoch=1.pt"), "--select-max-drop"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([*cmd, "0"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    second = next(ln for ln in lines if "model_epoch=2.pt:" in ln)
+    expected = "model_epoch=1.pt" if "breaks the rule" in second else "model_epoch=2.pt"
+    assert f"selected {tmp_path / expected}" in lines[-1] and out.is_file()
+    selected = torch.load(out, weights_only=True)
+    chosen = torch.load(tmp_path / expected, weights_only=True)
+    assert all(torch.equal(selected[k], chosen[k]) for k in chosen)
+    out.unlink()
+    proc = subprocess.run([*cmd, "-1"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 1 and "nothing written" in proc.stdout and not out.exists()
