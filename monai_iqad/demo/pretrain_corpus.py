@@ -303,10 +303,12 @@ def _npy_image(src: CorpusSource) -> np.ndarray:
 
 
 def _source_images(src: CorpusSource) -> list[np.ndarray]:
-    """The full images (one per frame) of a source, float64 in [0, 1], resized to ``scale_side``.
+    """The full images (one per frame) of a source, float64 in [0, 1], resized to ``scale_side`` (or, for a
+    ``native`` source, to the acquired matrix).
 
     Raises:
         FileNotFoundError: when the image cannot be loaded offline.
+        ValueError: a ``native`` source without an ``AcquisitionMatrix``, or an ``npy`` array that is not 2D.
     """
     side = src.scale_side
     if src.kind == "skimage":
