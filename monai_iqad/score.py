@@ -15,6 +15,9 @@
 - ``saqm``: the network and the preprocessing of the bundle's ``configs/inference.json`` (``network_def``,
   ``preprocessing``), the weights ``models/model.pt`` (``torch.load(weights_only=True)``). The score is the network's
   image score in ``[0, 1]`` (higher is better). The default bundle is ``bundles/medical_saqm_iqa`` of the checkout.
+  For a modality-conditioned network (the bundle config's ``modalities``), each item's modality is its datalist
+  ``modality`` key, else ``--modality`` (e.g. ``CT`` for a folder of CT PNGs), else the DICOM ``Modality`` tag,
+  else unknown (all modality planes 0).
 - The CSV has ``image,score,error`` columns, one row per input item in input order; a file that cannot be read or
   scored gets an empty score and the error (``--on_error skip``, the default), and the summary counts them.
   ``--on_error stop`` stops at the first such file and writes nothing. The CSV is written atomically.
@@ -45,6 +48,7 @@ __all__ = [
     "METRICS",
     "default_bundle",
     "read_input",
+    "with_modality",
     "INTENSITY_MODES",
     "to_display_range",
     "NRIQAScorer",
@@ -110,6 +114,20 @@ def read_input(path: str | os.PathLike, key: str | None = None) -> tuple[list[di
     if not keys:
         raise ValueError(f"{p}: datalist has none of the sections {', '.join(DATALIST_KEYS)}; pass --key")
     return load_datalist(p, keys[0], check_files=False, require_mos=False), []
+
+
+def with_modality(items: Sequence[dict[str, Any]], modality: str) -> list[dict[str, Any]]:
+    """``items`` where those without a ``modality`` key get ``modality`` (what ``--modality`` does).
+
+    Raises:
+        ValueError: ``modality`` is not one of :data:`monai_iqad.transforms.SAQM_MODALITIES` (or an alias of one).
+    """
+    from monai_iqad.transforms.conditioning import MODALITY_ALIASES, SAQM_MODALITIES, modality_index
+
+    if modality_index(modality, SAQM_MODALITIES) is None:
+        known = ", ".join([*SAQM_MODALITIES, *MODALITY_ALIASES])
+        raise ValueError(f"--modality {modality!r} is not a known modality ({known})")
+    return [{"modality": modality, **item} for item in items]
 
 
 def _error_text(e: BaseException) -> str:
@@ -349,6 +367,11 @@ def add_score_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
         default="auto",
         help="classic metrics: stored values -> 0..255 (auto: bit depth up to 8 bits, else per-image min-max)",
     )
+    p.add_argument(
+        "--modality",
+        default=None,
+        help="saqm: modality of items that do not name one (CR, CT, MR, US, fundus, natural; DICOM codes DX, OP...)",
+    )
     p.add_argument("--key", default=None, help="datalist section (default: first of test, validation, training)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run_score)
@@ -365,6 +388,8 @@ def run_score(args: argparse.Namespace) -> int:
         items, skipped = read_input(args.input, args.key)
         if not items:
             raise ValueError(f"{args.input}: no image to score")
+        if args.modality is not None:
+            items = with_modality(items, args.modality)
         if args.metric == "saqm":
             scorer: Callable[[dict], float] = SAQMScorer(args.bundle or default_bundle(), args.config, args.device)
             lower_better = False

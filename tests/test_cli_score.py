@@ -138,3 +138,34 @@ def test_score_saqm_bundle(mixed, tiny_bundle, tmp_path, capsys):
         assert "model.pt" in capsys.readouterr().err
     finally:
         (tiny_bundle / "models" / "other.pt").rename(tiny_bundle / "models" / "model.pt")
+
+
+def test_score_modality_conditioned_bundle(mixed, tmp_path, capsys):
+    """A modality-conditioned SAQM bundle (the medical bundle's configs, random 9-channel weights): ``--modality``
+    sets the modality of items without one, so the same image scores differently as CT and as MR and as unknown;
+    an unknown ``--modality`` is a clear error (exit 2)."""
+    from monai_iqad.transforms import SAQM_MODALITIES
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(ROOT / "bundles" / "medical_saqm_iqa" / "configs", bundle / "configs")
+    cfg_path = bundle / "configs" / "inference.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.update(width=0.0625, modalities=list(SAQM_MODALITIES))
+    cfg_path.write_text(json.dumps(cfg))
+    parser = ConfigParser()
+    parser.read_config(str(cfg_path))
+    torch.manual_seed(0)
+    net = parser.get_parsed_content("network_def")
+    assert net.attention.value[0].weight.shape[1] == 9
+    (bundle / "models").mkdir()
+    torch.save(net.state_dict(), bundle / "models" / "model.pt")
+    scores = {}
+    for modality in ("CT", "MR", None):
+        out = tmp_path / f"{modality}.csv"
+        args = ["score", "--metric", "saqm", "--bundle", str(bundle), str(mixed / "cam.png"), "-o", str(out)]
+        assert main([*args, "--no-progress", *(["--modality", modality] if modality else [])]) == 0
+        scores[modality] = float(_rows(out)["cam.png"]["score"])
+    assert len(set(scores.values())) == 3, scores
+    capsys.readouterr()
+    assert main(["score", "--metric", "saqm", "--bundle", str(bundle), str(mixed), "--modality", "PET"]) == 2
+    assert "--modality 'PET' is not a known modality" in capsys.readouterr().err
