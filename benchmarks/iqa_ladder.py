@@ -63,7 +63,8 @@ def _classic_metrics() -> dict:
 
 
 def _load_saqm(path: Path, width: float) -> SAQM:
-    """A SAQM checkpoint; its input channels (3, or 3 + modality planes) are read from the first convolution."""
+    """A SAQM checkpoint; its input channels (3, + 2 contrast-context planes, + modality planes) are read from the
+    first convolution."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
@@ -73,23 +74,30 @@ def _load_saqm(path: Path, width: float) -> SAQM:
 
 
 def _preprocess(paths: list[str]) -> list[torch.Tensor]:
-    """The SAQM inputs ``(1, C, H, W)`` of ``paths`` (read and normalised once, reused by every checkpoint)."""
-    pre = saqm_preprocessing(train=False, mos_range=(0.0, 1.0))
+    """The SAQM inputs ``(1, 5, H, W)`` of ``paths``: the 3 normalised channels and the 2 contrast-context planes
+    (read and normalised once, reused by every checkpoint; :func:`_score_saqm` drops the planes a network lacks)."""
+    pre = saqm_preprocessing(train=False, mos_range=(0.0, 1.0), contrast_context=True)
     return [torch.as_tensor(pre({"image": p})["image"]).float()[None] for p in paths]
 
 
 def _score_saqm(
     net: SAQM, inputs: list[torch.Tensor], bf16: bool, modalities: list[str | None] | None = None
 ) -> np.ndarray:
-    """Image scores of ``net`` on preprocessed ``inputs`` (see :func:`_preprocess`). A modality-conditioned ``net``
-    (more input channels than ``inputs``) gets the one-hot planes of ``modalities`` (``None``: unknown)."""
-    extra = net.in_channels - int(inputs[0].shape[1]) if inputs else 0
-    if extra not in (0, len(SAQM_MODALITIES)):
-        raise ValueError(f"SAQM with {net.in_channels} input channels: expected 3 or {3 + len(SAQM_MODALITIES)}.")
-    planes = ModalityChannels(SAQM_MODALITIES) if extra else None
+    """Image scores of ``net`` on preprocessed ``inputs`` (see :func:`_preprocess`). A network with 3 + 2 (or 3 + 2 +
+    modality) input channels gets the contrast-context planes; a modality-conditioned ``net`` gets the one-hot
+    planes of ``modalities`` (``None``: unknown)."""
+    extra = net.in_channels - 3
+    n_mod = len(SAQM_MODALITIES)
+    if extra not in (0, 2, n_mod, 2 + n_mod):
+        raise ValueError(
+            f"SAQM with {net.in_channels} input channels: expected 3 (+ 2 context planes) (+ {n_mod} modality planes)."
+        )
+    keep = 5 if extra in (2, 2 + n_mod) else 3
+    planes = ModalityChannels(SAQM_MODALITIES) if extra >= n_mod else None
     out = []
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for i, x in enumerate(inputs):
+            x = x[:, :keep]
             if planes is not None:
                 x = planes(x[0], modalities[i] if modalities else None)[None]
             out.append(float(net(x).float()))

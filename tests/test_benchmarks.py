@@ -153,6 +153,50 @@ def test_iqa_ladder_tiny_corpus(tmp_path):
     assert difference["MODU"][:2] == ["+0.000", "[+0.000, +0.000]"] and difference["MOD"][0] != "+0.000"
 
 
+def test_iqa_ladder_scores_context_and_modality_networks(monkeypatch, tmp_path):
+    """``_score_saqm`` gives each network the input channels it was built for, from one preprocessing with the
+    contrast-context planes: 3 (plain), 5 (context), 3 + 2 + 6 (context and modality); zero plane weights reproduce
+    the plain network; any other channel count is an error."""
+    import torch
+    from PIL import Image
+
+    from monai_iqad.networks import SAQM, load_with_added_input_channels
+    from monai_iqad.transforms import saqm_preprocessing
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    ladder = _load("iqa_ladder")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(2):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(paths[-1])
+    inputs = ladder._preprocess(paths)
+    assert inputs[0].shape == (1, 5, 64, 64)
+    torch.manual_seed(0)
+    plain = SAQM(width=0.125).eval()
+    ctx = load_with_added_input_channels(SAQM(in_channels=5, width=0.125), plain.state_dict()).eval()
+    both = load_with_added_input_channels(SAQM(in_channels=11, width=0.125), plain.state_dict()).eval()
+    base = ladder._score_saqm(plain, inputs, bf16=False)
+    with torch.no_grad():
+        direct = [
+            float(plain(torch.as_tensor(saqm_preprocessing(train=False)({"image": p})["image"])[None])) for p in paths
+        ]
+    np.testing.assert_allclose(base, direct, rtol=1e-6)
+    np.testing.assert_allclose(ladder._score_saqm(ctx, inputs, bf16=False), base, rtol=1e-6)
+    np.testing.assert_allclose(ladder._score_saqm(both, inputs, bf16=False, modalities=["CT", None]), base, rtol=1e-6)
+    with torch.no_grad():
+        for stack in (ctx.attention.query, ctx.attention.key, ctx.attention.value):
+            stack[0].weight[:, 3:] = 0.5
+    pre = saqm_preprocessing(train=False, contrast_context=True)
+    with torch.no_grad():
+        expected = [float(ctx(torch.as_tensor(pre({"image": p})["image"])[None])) for p in paths]
+    got = ladder._score_saqm(ctx, inputs, bf16=False)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert np.abs(got - base).max() > 1e-4
+    with pytest.raises(ValueError, match="input channels"):
+        ladder._score_saqm(SAQM(in_channels=4, width=0.125), inputs, bf16=False)
+
+
 def test_select_rule_breaks_by_hand(monkeypatch):
     """The shipping rule used by ``iqa_ladder.py --select-reference``: a loss of more than 0.05, or a new fall below
     0.80, breaks it; a family already below 0.80 in the reference may stay there; a missing family breaks it."""

@@ -328,30 +328,42 @@ def test_medical_anneal_overlay_tiny(tmp_path):
     assert workflow.parser.get_parsed_content("optimizer").param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
+def _modality_experiment(tmp_path: Path, *overlays: str, **overrides: Any) -> tuple[Path, SAQM, Any]:
+    """A copy of the medical bundle and the (unrun) workflow of ``pretrain_modality.json`` + ``overlays`` on the tiny
+    corpus, warm-started from a seeded width-0.0625 3-channel SAQM (returned as ``init``)."""
+    bundle = copy_bundle(MEDICAL, tmp_path / MEDICAL)
+    torch.manual_seed(0)
+    init = SAQM(width=0.0625)
+    torch.save(init.state_dict(), tmp_path / "init.pt")
+    overrides = {**_medical_experiment_overrides(), "init_path": str(tmp_path / "init.pt"), **overrides}
+    configs = ["configs/train.json", "configs/pretrain.json", "configs/pretrain_modality.json", *overlays]
+    return bundle, init, _workflow(bundle, configs, overrides)
+
+
+def _run_and_load_epoch(workflow: Any, run_dir: Path, in_channels: int) -> SAQM:
+    """Run ``workflow`` (one tiny epoch) and load its saved epoch-1 weights into a width-0.0625 SAQM."""
+    try:
+        workflow.run()
+    finally:
+        workflow.finalize()
+    state = torch.load(run_dir / "epochs" / "model_epoch=1.pt", weights_only=True)
+    trained = SAQM(in_channels=in_channels, width=0.0625)
+    trained.load_state_dict(state.get("model", state))
+    return trained
+
+
 @pytest.mark.skipif(not HAS_MEDICAL, reason="no medical_saqm_iqa bundle")
 def test_medical_modality_overlay_tiny(tmp_path):
     """``pretrain_modality.json`` (an issue-11 experiment): SAQM with 3 + 6 input channels (one-hot modality
     planes), warm-started from a 3-channel model with zero weights on the planes, trained one epoch with modality
     dropout; the planes' weights move, the saved epoch loads back into a 9-channel SAQM."""
-    bundle = copy_bundle(MEDICAL, tmp_path / MEDICAL)
-    torch.manual_seed(0)
-    init = SAQM(width=0.0625)
-    torch.save(init.state_dict(), tmp_path / "init.pt")
-    overrides = {**_medical_experiment_overrides(), "init_path": str(tmp_path / "init.pt")}
-    configs = ["configs/train.json", "configs/pretrain.json", "configs/pretrain_modality.json"]
-    workflow = _workflow(bundle, configs, overrides)
+    bundle, init, workflow = _modality_experiment(tmp_path)
     net = workflow.parser.get_parsed_content("network")
     w0 = net.attention.value[0].weight.detach().clone()
     assert w0.shape[1] == 9 and torch.equal(w0[:, :3], init.attention.value[0].weight)
     assert torch.count_nonzero(w0[:, 3:]) == 0
     assert workflow.parser.get_parsed_content("train#dataset").dropout_prob == pytest.approx(0.2)
-    try:
-        workflow.run()
-    finally:
-        workflow.finalize()
-    state = torch.load(bundle / "runs" / "modality" / "epochs" / "model_epoch=1.pt", weights_only=True)
-    trained = SAQM(in_channels=9, width=0.0625)
-    trained.load_state_dict(state.get("model", state))
+    trained = _run_and_load_epoch(workflow, bundle / "runs" / "modality", in_channels=9)
     assert torch.count_nonzero(trained.attention.value[0].weight[:, 3:]) > 0
 
 
@@ -360,18 +372,7 @@ def test_medical_distill_overlay_tiny(tmp_path):
     """``pretrain_distill.json`` on top of ``pretrain_modality.json`` (an issue-11 experiment): the teacher is a
     frozen copy of the warm-started 9-channel network (so it computes the 3-channel init exactly), its KL term is
     in the training output, and one epoch moves the network but not the teacher."""
-    bundle = copy_bundle(MEDICAL, tmp_path / MEDICAL)
-    torch.manual_seed(0)
-    init = SAQM(width=0.0625)
-    torch.save(init.state_dict(), tmp_path / "init.pt")
-    overrides = {**_medical_experiment_overrides(), "init_path": str(tmp_path / "init.pt"), "distillation_weight": 3.0}
-    configs = [
-        "configs/train.json",
-        "configs/pretrain.json",
-        "configs/pretrain_modality.json",
-        "configs/pretrain_distill.json",
-    ]
-    workflow = _workflow(bundle, configs, overrides)
+    bundle, init, workflow = _modality_experiment(tmp_path, "configs/pretrain_distill.json", distillation_weight=3.0)
     trainer = workflow.parser.get_parsed_content("train#trainer")
     net, teacher = workflow.parser.get_parsed_content("network"), trainer.teacher
     assert teacher is not net and trainer.distillation_weight == pytest.approx(3.0)
@@ -388,3 +389,32 @@ def test_medical_distill_overlay_tiny(tmp_path):
         assert torch.allclose(teacher(x), init(x[:, :3]), atol=1e-6)
         assert not torch.allclose(net(x), init(x[:, :3]), atol=1e-4)
     assert (bundle / "runs" / "distill" / "epochs" / "model_epoch=1.pt").is_file()
+
+
+@pytest.mark.skipif(not HAS_MEDICAL, reason="no medical_saqm_iqa bundle")
+def test_medical_context_overlay_tiny(tmp_path):
+    """``pretrain_context.json`` on top of ``pretrain_modality.json`` (an issue-11 experiment): SAQM with 3 + 2 + 6
+    input channels (the luminance's local mean and std that LCN removes, then the modality planes), warm-started with
+    zero weights on the added planes; after one epoch the context weights have moved, and ``inference.json`` with
+    the same two settings scores a folder with the trained weights."""
+    import numpy as np
+    from PIL import Image
+
+    bundle, _, workflow = _modality_experiment(tmp_path, "configs/pretrain_context.json")
+    net = workflow.parser.get_parsed_content("network")
+    w0 = net.attention.value[0].weight.detach()
+    assert w0.shape[1] == 11 and torch.count_nonzero(w0[:, 3:]) == 0
+    item = workflow.parser.get_parsed_content("train#dataset")[0][0]["image"]
+    assert item.shape == (11, 32, 32) and float(item[3].min()) >= 0.0  # local mean of a [0, 1] image
+    trained = _run_and_load_epoch(workflow, bundle / "runs" / "context", in_channels=11)
+    assert torch.count_nonzero(trained.attention.value[0].weight[:, 3:5]) > 0
+    torch.save(trained.state_dict(), bundle / "models" / "model.pt")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(folder / f"{name}.png")
+    infer = {"input_dir": str(folder), "num_workers": 0, "width": 0.0625, "contrast_context": True}
+    _run(bundle, ["configs/inference.json"], {**infer, "modalities": "$monai_iqad.transforms.SAQM_MODALITIES"}, "infer")
+    rows = _rows(bundle / "eval" / "scores.csv")
+    assert len(rows) == 2 and all(0.0 <= float(r["score"]) <= 1.0 for r in rows)

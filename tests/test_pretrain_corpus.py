@@ -226,6 +226,29 @@ def test_balanced_preset_triples_us_and_ct_training_crops_only():
     assert crops("US") == crops("CT") == 30 and crops("CR") == 20
 
 
+def test_extra_families_add_ladders_and_leave_the_others_identical(tiny, tmp_path):
+    extra = (replace(TINY_SOURCES[0], extra_families=("speckle_noise", "jpeg")), *TINY_SOURCES[1:])
+    build_pretrain_corpus(tmp_path, seed=3, image_size=64, sources_=extra, families=TINY_FAMILIES, levels=3, log=None)
+    new = json.loads((tmp_path / "manifest.json").read_text())["sha256"]
+    old = json.loads((tiny / "manifest.json").read_text())["sha256"]
+    added = sorted(set(new) - set(old))
+    assert added == [f"images/training/nat_camera_f0_c{c}/speckle_noise_{lv}.png" for c in (0, 1) for lv in (1, 2, 3)]
+    assert all(new[k] == v for k, v in old.items() if k != "datalist.json")  # jpeg (already a family) not repeated
+    ladders = {it["ladder"] for it in load_datalist(tmp_path / "datalist.json", "training")}
+    assert len(ladders) == 2 * 3  # 2 crops x (gaussian_noise, jpeg, speckle_noise)
+    with pytest.raises(ValueError, match="unknown extra families"):
+        replace(TINY_SOURCES[0], extra_families=("sparkle",))
+
+
+def test_speckle_preset_adds_speckle_to_non_us_training_sources_only():
+    bal, sp = pc.corpus_preset("balanced"), pc.corpus_preset("speckle")
+    assert [replace(s, extra_families=()) for s in sp] == list(bal)
+    for s in sp:
+        expected = ("speckle_noise",) if s.split == "training" and s.modality != "US" else ()
+        assert s.extra_families == expected, s.name
+    assert {s.modality for s in sp if s.extra_families} == {"CT", "MR", "CR", "natural"}
+
+
 def test_cli_preset(monkeypatch, tmp_path):
     """``--preset`` picks the source list handed to the builder (v1 = the shipped model's corpus)."""
     seen = {}

@@ -256,3 +256,27 @@ def test_local_contrast_normalisation_hand_computed():
     assert any(type(t).__name__ == "LocalContrastNormalized" for t in lcn.transforms)
     with pytest.raises(ValueError, match="odd"):
         LocalContrastNormalize(kernel_size=4)
+
+
+def test_local_contrast_context_planes_hand_computed():
+    # two channels; luminance = channel mean: centre window = the whole 3x3 image
+    img = torch.zeros(2, 3, 3)
+    img[0, 1, 1], img[1, 1, 1] = 0.9, 0.3  # luminance: 0.6 at the centre, 0 elsewhere
+    out = LocalContrastNormalize(kernel_size=3, eps=0.1, context=True)(img)
+    assert out.shape == (4, 3, 3)
+    plain = LocalContrastNormalize(kernel_size=3, eps=0.1)(img)
+    torch.testing.assert_close(out[:2], plain)  # the normalised channels are unchanged
+    mean, sq = 0.6 / 9, 0.36 / 9
+    assert float(out[2, 1, 1]) == pytest.approx(mean, rel=1e-5)
+    assert float(out[3, 1, 1]) == pytest.approx((sq - mean**2) ** 0.5, rel=1e-5)
+    # a gamma remap that LCN nearly hides is visible in the context planes
+    ramp = torch.linspace(0.2, 0.8, 16).repeat(16, 1)[None].repeat(3, 1, 1)
+    a, b = (LocalContrastNormalize(context=True)(x) for x in (ramp, ramp**3.2))
+    assert float((a[3:] - b[3:]).abs().mean()) > 0.1
+    assert float(b[3].mean()) < 0.6 * float(a[3].mean())  # darker on average
+    pre = saqm_preprocessing(train=False, contrast_context=True, modalities=("CT", "MR"))
+    x = pre({"image": dicom_file("CT_small.dcm")})["image"]
+    assert x.shape[0] == 3 + 2 + 2  # image, context, modality planes (the DICOM says CT)
+    assert float(x[5].min()) == 1.0 and float(x[6].max()) == 0.0
+    with pytest.raises(ValueError, match="needs local_contrast"):
+        saqm_preprocessing(train=False, local_contrast=False, contrast_context=True)

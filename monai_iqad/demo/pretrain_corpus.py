@@ -45,7 +45,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from monai_iqad.data import write_datalist
-from monai_iqad.transforms.degradations import MAX_SEVERITY, degrade
+from monai_iqad.transforms.degradations import DEGRADATION_KINDS, MAX_SEVERITY, degrade
 from monai_iqad.utils.io import atomic_write_text
 
 from . import sources
@@ -56,6 +56,7 @@ __all__ = [
     "CORPUS_SOURCES",
     "CORPUS_SOURCES_V1",
     "CORPUS_SOURCES_BALANCED",
+    "CORPUS_SOURCES_SPECKLE",
     "TINY_CORPUS_SOURCES",
     "corpus_preset",
     "MODALITY_FAMILIES",
@@ -113,6 +114,9 @@ class CorpusSource:
             instead of ``scale_side``. MR scanners zero-fill k-space and display at a larger matrix (e.g. 256 x 134
             acquired, 484 x 484 displayed), so at display size the outer k-space is empty and a k-space truncation
             that keeps 35-60 % of it changes almost nothing; at the acquired matrix the ladder's levels differ.
+        extra_families: distortion families applied to this source on top of its modality's (e.g. ultrasound speckle
+            on training scenes of other modalities, :data:`CORPUS_SOURCES_SPECKLE`); families the modality already
+            has are not repeated.
     """
 
     name: str
@@ -125,10 +129,14 @@ class CorpusSource:
     frames: tuple[int, ...] | None = None
     window: tuple[float, float] = (40.0, 400.0)
     native: bool = False
+    extra_families: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.native and (self.scale_side or self.kind not in ("dicom", "ct")):
             raise ValueError(f"corpus source {self.name}: native needs a dicom/ct source and scale_side 0.")
+        unknown = sorted(set(self.extra_families) - set(DEGRADATION_KINDS))
+        if unknown:
+            raise ValueError(f"corpus source {self.name}: unknown extra families {unknown}.")
 
 
 #: The sources of the first corpus (the one the shipped ``models/model.pt`` was trained on), with their split. Test
@@ -199,6 +207,17 @@ CORPUS_SOURCES_BALANCED: tuple[CorpusSource, ...] = tuple(
     replace(s, crops=3 * s.crops) if s.split == "training" and s.modality in ("US", "CT") else s for s in CORPUS_SOURCES
 )
 
+#: :data:`CORPUS_SOURCES_BALANCED` with the ultrasound speckle family added to every *training* source of another
+#: modality (CT, MR, CR, natural), so that the network learns multiplicative, correlated grain as a quality loss over
+#: 104 training crops of varied content instead of the 30 crops of two ultrasound scenes. Held-out ultrasound speckle
+#: (one test scanner) varied by seed for every model trained on the balanced corpus (0.37-0.86, docs/results_iqa.md).
+#: Validation and test splits are those of the balanced corpus (distortions are seeded by crop, family and level, so
+#: the other ladders are byte-identical). An experiment of issue 11 (``configs/pretrain_speckle.json``).
+CORPUS_SOURCES_SPECKLE: tuple[CorpusSource, ...] = tuple(
+    replace(s, extra_families=("speckle_noise",)) if s.split == "training" and s.modality != "US" else s
+    for s in CORPUS_SOURCES_BALANCED
+)
+
 #: The second held-out set (test split only; ``--preset test2``), fixed before any model was scored on it, because the
 #: first test split decides six families on one image each, and its MR ladders were degenerate: the abdominal MR is
 #: displayed at 484 x 484 but acquired at 256 x 134 (``AcquisitionMatrix``), so Gibbs levels 1-3 kept more k-space than
@@ -226,7 +245,8 @@ SPLITS = ("training", "validation", "test")
 
 def corpus_preset(name: str) -> tuple[CorpusSource, ...]:
     """The sources of a named corpus: ``"full"`` (:data:`CORPUS_SOURCES`), ``"v1"`` (:data:`CORPUS_SOURCES_V1`, the
-    shipped model's corpus), ``"balanced"`` (:data:`CORPUS_SOURCES_BALANCED`), ``"test2"``
+    shipped model's corpus), ``"balanced"`` (:data:`CORPUS_SOURCES_BALANCED`), ``"speckle"``
+    (:data:`CORPUS_SOURCES_SPECKLE`), ``"test2"``
     (:data:`CORPUS_SOURCES_TEST2`, a second held-out set) or ``"tiny"`` (:data:`TINY_CORPUS_SOURCES`).
 
     Raises:
@@ -236,6 +256,7 @@ def corpus_preset(name: str) -> tuple[CorpusSource, ...]:
         "full": CORPUS_SOURCES,
         "v1": CORPUS_SOURCES_V1,
         "balanced": CORPUS_SOURCES_BALANCED,
+        "speckle": CORPUS_SOURCES_SPECKLE,
         "test2": CORPUS_SOURCES_TEST2,
         "tiny": TINY_CORPUS_SOURCES,
     }
@@ -469,7 +490,7 @@ def build_pretrain_corpus(
                 pristine_path = folder / "pristine.png"
                 save_png(pristine_path, pristine)
                 base = {"modality": src.modality, "source": src.name, "crop": crop_name}
-                for family in families[src.modality]:
+                for family in dict.fromkeys((*families[src.modality], *src.extra_families)):
                     ladder = f"{crop_name}/{family}"
                     sections[src.split].append(
                         {"image": pristine_path, "mos": 1.0, "ladder": ladder, "level": 0, "distortion": family, **base}
@@ -675,7 +696,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m monai_iqad.da
     parser.add_argument(
         "--preset",
         default="full",
-        help="source list: 'full' (corpus v2), 'v1' (shipped model's), 'balanced', 'test2' (held-out set 2), 'tiny'",
+        help="source list: 'full' (corpus v2), 'v1' (shipped model's), 'balanced', 'speckle', "
+        "'test2' (held-out set 2), 'tiny'",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=128)

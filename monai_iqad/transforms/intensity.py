@@ -426,38 +426,53 @@ class LocalContrastNormalize(Transform):
     does not state its input normalisation; this is monai_iqad's documented default for SAQM (``docs/saqm.md``),
     switchable off in the bundles (``local_contrast_normalization``).
 
+    What the normalisation removes is also what separates an intensity remap (gamma, a darker or flatter display)
+    from the pristine: with ``context=True`` the local mean and local standard deviation of the channel-mean
+    (luminance) image, over the same window, are appended as two channels, so a network can still see brightness and
+    contrast (monai_iqad's choice for issue 11's gamma family; ``docs/saqm.md``).
+
     Args:
         kernel_size: side of the square uniform window (7 = Kang's P = Q = 3).
         eps: stabiliser added to the local standard deviation, on the scale of the input (0.05 on [0, 1] images).
+        context: append the luminance's local mean and local standard deviation: ``(C, H, W)`` → ``(C + 2, H, W)``.
 
     Raises:
         ValueError: for an even or non-positive ``kernel_size`` or a negative ``eps``.
     """
 
-    def __init__(self, kernel_size: int = 7, eps: float = 0.05) -> None:
+    def __init__(self, kernel_size: int = 7, eps: float = 0.05, context: bool = False) -> None:
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}.")
         if eps < 0:
             raise ValueError(f"eps must be non-negative, got {eps}.")
         self.kernel_size = int(kernel_size)
         self.eps = float(eps)
+        self.context = bool(context)
+
+    def _local_stats(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Local mean and standard deviation of ``batch`` (N, C, H, W) over the window, reflect-padded."""
+        k, r = self.kernel_size, self.kernel_size // 2
+        mode = "reflect" if min(batch.shape[2:]) > r else "replicate"
+        padded = torch.nn.functional.pad(batch, (r, r, r, r), mode=mode)
+        mean = torch.nn.functional.avg_pool2d(padded, k, stride=1)
+        sq = torch.nn.functional.avg_pool2d(padded * padded, k, stride=1)
+        return mean, (sq - mean * mean).clamp_min(0.0).sqrt()
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
-        """(C, H, W) → (C, H, W) float32; reflect padding at the borders; meta is kept."""
+        """(C, H, W) → (C, H, W) float32 (``(C + 2, H, W)`` with ``context``); reflect padding at the borders; meta
+        is kept."""
         x = torch.as_tensor(img, dtype=torch.float32)
         plain = x.as_tensor() if isinstance(x, MetaTensor) else x
         if plain.ndim != 3:
             raise InputError(
                 f"LocalContrastNormalize expects (C, H, W), got shape {tuple(plain.shape)} ({image_name(img)})."
             )
-        k, r = self.kernel_size, self.kernel_size // 2
         batch = plain[None]  # (1, C, H, W)
-        mode = "reflect" if min(plain.shape[1:]) > r else "replicate"
-        padded = torch.nn.functional.pad(batch, (r, r, r, r), mode=mode)
-        mean = torch.nn.functional.avg_pool2d(padded, k, stride=1)
-        sq = torch.nn.functional.avg_pool2d(padded * padded, k, stride=1)
-        std = (sq - mean * mean).clamp_min(0.0).sqrt()
+        mean, std = self._local_stats(batch)
         out = ((batch - mean) / (std + self.eps))[0]
+        if self.context:
+            lum_mean, lum_std = self._local_stats(batch.mean(dim=1, keepdim=True))
+            out = torch.cat([out, lum_mean[0], lum_std[0]])
         if isinstance(img, MetaTensor):
             return MetaTensor(out, meta=img.meta)
         if isinstance(img, np.ndarray):
@@ -469,10 +484,15 @@ class LocalContrastNormalized(MapTransform):
     """Dictionary version of :class:`LocalContrastNormalize`."""
 
     def __init__(
-        self, keys: KeysCollection, kernel_size: int = 7, eps: float = 0.05, allow_missing_keys: bool = False
+        self,
+        keys: KeysCollection,
+        kernel_size: int = 7,
+        eps: float = 0.05,
+        context: bool = False,
+        allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.transform = LocalContrastNormalize(kernel_size, eps)
+        self.transform = LocalContrastNormalize(kernel_size, eps, context)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

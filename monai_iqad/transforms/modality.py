@@ -350,6 +350,7 @@ def saqm_preprocessing(
     local_contrast: bool = True,
     lcn_kernel_size: int = 7,
     lcn_eps: float = 0.05,
+    contrast_context: bool = False,
     modalities: Sequence[str] | None = None,
     modality_key: str = "modality",
 ) -> Compose:
@@ -377,6 +378,9 @@ def saqm_preprocessing(
             :class:`LocalContrastNormalized`); the paper leaves the input normalisation open.
         lcn_kernel_size: LCN window side.
         lcn_eps: LCN stabiliser.
+        contrast_context: append the luminance's local mean and standard deviation (what LCN removes) as two
+            channels after the image's (``LocalContrastNormalize(context=True)``); the network then has
+            ``channels + 2`` (+ modality planes) input channels. Needs ``local_contrast``. Default off (the paper).
         modalities: when given, one-hot modality planes are appended after the normalisation
             (:class:`~monai_iqad.transforms.ModalityChannelsd`; the network then has ``channels + len(modalities)``
             input channels). ``None`` (default, the paper): no conditioning.
@@ -386,8 +390,11 @@ def saqm_preprocessing(
         A ``Compose``.
 
     Raises:
-        ValueError: at call time, an image smaller than one patch (naming the file).
+        ValueError: ``contrast_context`` without ``local_contrast``; at call time, an image smaller than one patch
+            (naming the file).
     """
+    if contrast_context and not local_contrast:
+        raise ValueError("contrast_context needs local_contrast (it adds what the normalisation removes).")
     k = image_key
     p = int(patch_size)
     xs: list = [
@@ -399,7 +406,7 @@ def saqm_preprocessing(
         NormalizeMOSd(mos_key, mos_range=mos_range, image_key=k, allow_missing_keys=True),
     ]
     if local_contrast:
-        xs.append(LocalContrastNormalized(k, kernel_size=lcn_kernel_size, eps=lcn_eps))
+        xs.append(LocalContrastNormalized(k, kernel_size=lcn_kernel_size, eps=lcn_eps, context=contrast_context))
     if modalities is not None:
         xs.append(ModalityChannelsd(k, modalities=modalities, modality_key=modality_key))
     if train:
