@@ -328,7 +328,7 @@ def _rel(path: str | os.PathLike) -> str:
 
 
 def _speed(net: SAQM, bf16: bool, repeats: int = 3) -> float:
-    x = torch.rand(1, 3, 512, 512)
+    x = torch.rand(1, net.in_channels, 512, 512)  # the image channels and any conditioning planes
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         net(x)
         start = time.perf_counter()
