@@ -49,7 +49,12 @@ from bench_utils import cluster_bootstrap_means, write_section  # noqa: E402
 from monai_iqad.data import load_datalist  # noqa: E402
 from monai_iqad.demo.pretrain_corpus import build_pretrain_corpus, unique_items  # noqa: E402
 from monai_iqad.networks import SAQM  # noqa: E402
-from monai_iqad.transforms import SAQM_MODALITIES, ModalityChannels, saqm_preprocessing  # noqa: E402
+from monai_iqad.transforms import (  # noqa: E402
+    SAQM_MODALITIES,
+    LocalContrastNormalize,
+    ModalityChannels,
+    saqm_preprocessing,
+)
 
 
 def _classic_metrics() -> dict:
@@ -86,13 +91,13 @@ def _score_saqm(
     """Image scores of ``net`` on preprocessed ``inputs`` (see :func:`_preprocess`). A network with 3 + 2 (or 3 + 2 +
     modality) input channels gets the contrast-context planes; a modality-conditioned ``net`` gets the one-hot
     planes of ``modalities`` (``None``: unknown)."""
-    extra = net.in_channels - 3
-    n_mod = len(SAQM_MODALITIES)
-    if extra not in (0, 2, n_mod, 2 + n_mod):
+    extra, n_ctx, n_mod = net.in_channels - 3, LocalContrastNormalize.CONTEXT_CHANNELS, len(SAQM_MODALITIES)
+    if extra not in (0, n_ctx, n_mod, n_ctx + n_mod):
         raise ValueError(
-            f"SAQM with {net.in_channels} input channels: expected 3 (+ 2 context planes) (+ {n_mod} modality planes)."
+            f"SAQM with {net.in_channels} input channels: expected 3 (+ {n_ctx} context planes) "
+            f"(+ {n_mod} modality planes)."
         )
-    keep = 5 if extra in (2, 2 + n_mod) else 3
+    keep = 3 + (n_ctx if extra in (n_ctx, n_ctx + n_mod) else 0)
     planes = ModalityChannels(SAQM_MODALITIES) if extra >= n_mod else None
     out = []
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

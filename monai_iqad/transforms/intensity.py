@@ -440,6 +440,9 @@ class LocalContrastNormalize(Transform):
         ValueError: for an even or non-positive ``kernel_size`` or a negative ``eps``.
     """
 
+    #: channels appended with ``context=True`` (local mean, local standard deviation)
+    CONTEXT_CHANNELS = 2
+
     def __init__(self, kernel_size: int = 7, eps: float = 0.05, context: bool = False) -> None:
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}.")

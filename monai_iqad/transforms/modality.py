@@ -350,9 +350,9 @@ def saqm_preprocessing(
     local_contrast: bool = True,
     lcn_kernel_size: int = 7,
     lcn_eps: float = 0.05,
-    contrast_context: bool = False,
     modalities: Sequence[str] | None = None,
     modality_key: str = "modality",
+    contrast_context: bool = False,
 ) -> Compose:
     """Preprocessing for SAQM (patch-based IQA): load → channels → bit-depth scaling → patches → MOS to [0, 1].
 
@@ -378,13 +378,13 @@ def saqm_preprocessing(
             :class:`LocalContrastNormalized`); the paper leaves the input normalisation open.
         lcn_kernel_size: LCN window side.
         lcn_eps: LCN stabiliser.
-        contrast_context: append the luminance's local mean and standard deviation (what LCN removes) as two
-            channels after the image's (``LocalContrastNormalize(context=True)``); the network then has
-            ``channels + 2`` (+ modality planes) input channels. Needs ``local_contrast``. Default off (the paper).
         modalities: when given, one-hot modality planes are appended after the normalisation
             (:class:`~monai_iqad.transforms.ModalityChannelsd`; the network then has ``channels + len(modalities)``
             input channels). ``None`` (default, the paper): no conditioning.
         modality_key: data key of the modality (else the image's DICOM ``Modality``, else unknown = zero planes).
+        contrast_context: append the luminance's local mean and standard deviation (what LCN removes) as two
+            channels after the image's (``LocalContrastNormalize(context=True)``); the network then has
+            ``channels + 2`` (+ modality planes) input channels. Needs ``local_contrast``. Default off (the paper).
 
     Returns:
         A ``Compose``.
