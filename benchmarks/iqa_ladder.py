@@ -247,6 +247,62 @@ def _intervals(
     return lines + [""]
 
 
+#: Families whose label assumes a correctly exposed pristine (the exposure is what they degrade).
+EXPOSURE_FAMILIES = ("gamma", "low_contrast", "uneven_illumination")
+#: A pristine has clipped highlights when at least this share of its 8-bit luminance is >= :data:`CLIP_LEVEL`.
+CLIPPED_SHARE = 0.05
+CLIP_LEVEL = 243  # 0.95 * 255, rounded up
+
+
+def clipped_share(path: str) -> float:
+    """Share of the pixels of an image file whose 8-bit luminance is at least :data:`CLIP_LEVEL`."""
+    with Image.open(path) as img:
+        lum = np.asarray(img.convert("L"))
+    return float((lum >= CLIP_LEVEL).mean())
+
+
+def _exposure_split(
+    items: list[dict], names: list[str], meta: dict[str, tuple[str, str]], values: dict[str, np.ndarray]
+) -> list[str]:
+    """Markdown: mean within-ladder SROCC of the exposure families (:data:`EXPOSURE_FAMILIES`) on ladders whose
+    pristine has clipped highlights (:func:`clipped_share` >= :data:`CLIPPED_SHARE`) and on the others.
+
+    A gamma > 1 ladder ranks "darker is worse", which holds for a correctly exposed pristine. A pristine whose
+    highlights are clipped (a CT in a lung window, a skull-stripped T1 windowed at its 99.5th percentile) gains visible
+    contrast in them under gamma, so there the ladder's order is not a quality order. The split is reported, not used
+    by any rule or target.
+    """
+    pristine = {it["ladder"]: str(it["image"]) for it in items if int(it["level"]) == 0}
+    share = {n: clipped_share(pristine[n]) for n in names if meta[n][0] in EXPOSURE_FAMILIES and n in pristine}
+    if not share:
+        return []
+    methods = list(values)
+    lines = [
+        "## Exposure families by the pristine's clipped highlights",
+        "",
+        f"Ladders of {', '.join(EXPOSURE_FAMILIES)} split by whether the pristine crop has clipped highlights (at "
+        f"least {CLIPPED_SHARE:.0%} of its 8-bit luminance >= {CLIP_LEVEL}). These families degrade the exposure and "
+        "assume the pristine is exposed correctly; with clipped highlights a gamma > 1 can reveal contrast, so the "
+        "ladder's order is not a quality order there. Reported only: no rule or target uses this split.",
+        "",
+        "| distortion | pristine | ladders (modalities) | " + " | ".join(methods) + " |",
+        "|---|---|---|" + "---|" * len(methods),
+    ]
+    for fam in EXPOSURE_FAMILIES:
+        for label, clipped in (("clipped", True), ("not clipped", False)):
+            keep = [
+                k
+                for k, n in enumerate(names)
+                if n in share and meta[n][0] == fam and (share[n] >= CLIPPED_SHARE) == clipped
+            ]
+            if not keep:
+                continue
+            mods = ", ".join(sorted({meta[names[k]][1] for k in keep}))
+            cells = " | ".join(f"{values[m][keep].mean():.3f}" for m in methods)
+            lines.append(f"| {fam} | {label} | {len(keep)} ({mods}) | {cells} |")
+    return lines + [""]
+
+
 def _rule_breaks(per_family: dict[str, float], reference: dict[str, float], max_drop: float, floor: float) -> list[str]:
     """The families where ``per_family`` breaks the shipping rule against ``reference``: a loss of more than
     ``max_drop``, or a fall below ``floor`` of a family the reference holds at or above it (``[]`` = eligible)."""
@@ -512,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {mo} | " + " | ".join(f"{mean_of(m, mod=mo):.3f}" for m in methods) + " |")
     lines.append("")
     lines += _intervals(ladder_names, meta, ladder_values, sources, saqm_models, wanted, args.bootstrap)
+    lines += _exposure_split(items, ladder_names, meta, ladder_values)
 
     lines += ["## SAQM scoring speed", ""]
     if args.no_speed:

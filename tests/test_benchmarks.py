@@ -142,6 +142,8 @@ def test_iqa_ladder_tiny_corpus(tmp_path):
     families = [line for line in text.splitlines() if line.startswith("| ") and " / 1 | " in line]
     assert len(families) >= 5 and all(line.count("[") == 3 for line in families)  # SAQM, MOD, MODU
     assert "Margin over the best classic metric of this run (piqe)" in text
+    exposure = text.split("## Exposure families by the pristine's clipped highlights", 1)[1].split("##", 1)[0]
+    assert "| gamma | " in exposure and "| low_contrast | " in exposure and "(CT) | " in exposure
 
     def rows(section: str) -> dict[str, list[str]]:
         return {ln.split(" | ")[0][2:]: ln.split(" | ")[1:] for ln in section.splitlines() if ln.startswith("| ")}
@@ -195,6 +197,40 @@ def test_iqa_ladder_scores_context_and_modality_networks(monkeypatch, tmp_path):
     assert np.abs(got - base).max() > 1e-4
     with pytest.raises(ValueError, match="input channels"):
         ladder._score_saqm(SAQM(in_channels=4, width=0.125), inputs, bf16=False)
+
+
+def test_exposure_split_by_clipped_highlights(monkeypatch, tmp_path):
+    """``clipped_share`` counts 8-bit luminance >= 243 (242 is not clipped); ``_exposure_split`` averages the
+    exposure families' ladders apart by their pristine's share (>= 5 % = clipped) and leaves other families out."""
+    from PIL import Image
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    ladder = _load("iqa_ladder")
+    lum = np.full((10, 10), 100, dtype=np.uint8)
+    lum.flat[:4] = 242
+    Image.fromarray(lum).save(tmp_path / "dull.png")
+    lum.flat[:6] = 243
+    Image.fromarray(lum).save(tmp_path / "bright.png")
+    assert ladder.clipped_share(str(tmp_path / "dull.png")) == 0.0
+    assert ladder.clipped_share(str(tmp_path / "bright.png")) == pytest.approx(0.06)
+    crop = {"a": "bright.png", "b": "dull.png", "c": "dull.png"}
+    names = ["a/gamma", "b/gamma", "c/gamma", "a/jpeg"]
+    meta = {
+        "a/gamma": ("gamma", "CT"),
+        "b/gamma": ("gamma", "MR"),
+        "c/gamma": ("gamma", "CR"),
+        "a/jpeg": ("jpeg", "CT"),
+    }
+    items = [{"ladder": n, "level": lv, "image": str(tmp_path / crop[n[0]])} for n in names for lv in (0, 1)]
+    values = {"M": np.array([-0.5, 1.0, 0.6, 0.9]), "N": np.array([0.2, 0.4, 0.0, 1.0])}
+    lines = ladder._exposure_split(items, names, meta, values)
+    rows = [ln for ln in lines if ln.startswith("| gamma")]
+    assert rows == [
+        "| gamma | clipped | 1 (CT) | -0.500 | 0.200 |",
+        "| gamma | not clipped | 2 (CR, MR) | 0.800 | 0.200 |",
+    ]
+    assert not any("jpeg" in ln for ln in lines)
+    assert ladder._exposure_split(items[-2:], names[-1:], meta, {"M": values["M"][-1:]}) == []
 
 
 def test_select_rule_breaks_by_hand(monkeypatch):

@@ -322,6 +322,45 @@ def test_package_file_and_npy_source(tmp_path, monkeypatch):
         pc._source_images(CorpusSource("t1", "MR", "test", "npy", "dipy/data/files/t1_coronal_slice.npy", 1))
 
 
+def test_nifti_source_slices_share_one_window(tmp_path, monkeypatch):
+    """A ``nifti`` source: the chosen axial slices of the first volume of a 4D file, transposed to (rows = y), with one
+    percentile window for the whole volume (so a darker slice stays darker); a slice out of range, a 2D file and a
+    missing package are clear errors."""
+    import nibabel as nib
+
+    vol = np.arange(6 * 5 * 3, dtype=np.float64).reshape(6, 5, 3) * np.array([1.0, 2.0, 4.0])  # slice z scaled by 2^z
+    nib.save(nib.Nifti1Image(np.stack([vol, -vol], -1), np.eye(4)), tmp_path / "v4d.nii.gz")
+    nib.save(nib.Nifti1Image(vol[:, :, 0], np.eye(4)), tmp_path / "flat.nii.gz")
+    monkeypatch.setattr(sources, "package_file", lambda p: tmp_path / p.split("/")[-1] if "pkg/" in p else None)
+    src = CorpusSource("v", "MR", "training", "nifti", "pkg/v4d.nii.gz", 1, frames=(0, 2))
+    img0, img2 = pc._source_images(src)
+    lo, hi = np.percentile(vol, [0.5, 99.5])
+    window = np.clip((vol - lo) / (hi - lo), 0, 1)
+    assert img0.shape == img2.shape == (5, 6)
+    np.testing.assert_allclose(img0, window[:, :, 0].T)
+    np.testing.assert_allclose(img2, window[:, :, 2].T)
+    assert img0.max() < 0.3 < img2.max()  # not re-windowed per slice
+    (first,) = pc._source_images(replace(src, frames=None))
+    np.testing.assert_allclose(first, img0)
+    with pytest.raises(ValueError, match=r"slices \[3\] out of range"):
+        pc._source_images(replace(src, frames=(1, 3)))
+    with pytest.raises(ValueError, match="2D array, expected a 3D/4D volume"):
+        pc._source_images(replace(src, file="pkg/flat.nii.gz"))
+    with pytest.raises(FileNotFoundError, match="pip install dipy"):
+        pc._source_images(replace(src, file="dipy/data/files/S0_10slices.nii.gz"))
+
+
+def test_mr_preset_adds_one_mr_training_anatomy():
+    """The ``mr`` preset is the speckle preset plus dipy's b0 brain volume (10 slices, training, with speckle); every
+    other source, and so the validation and test splits, unchanged."""
+    sp, mr = corpus_preset("speckle"), corpus_preset("mr")
+    assert mr[: len(sp)] == sp and len(mr) == len(sp) + 1
+    (b0,) = mr[len(sp) :]
+    assert (b0.modality, b0.split, b0.kind, b0.extra_families) == ("MR", "training", "nifti", ("speckle_noise",))
+    assert b0.frames == tuple(range(10)) and b0.crops == 1
+    assert b0.file.startswith("dipy/") and b0.name not in {s.name for s in sp}
+
+
 def test_test2_preset_extends_the_first_test_split():
     """Held-out set 2: test split only; CR, US and fundus keep their settings at 4 crops (so their first 2 crops are
     the first split's); the MR is replaced by the same file at its acquired matrix plus a second MR (dipy's T1); no
@@ -348,6 +387,22 @@ def test_dipy_t1_slice_builds(tmp_path):
     build_pretrain_corpus(tmp_path, sources_=(src,), families={"MR": ("gibbs_ringing",)}, levels=5, log=None)
     items = load_datalist(tmp_path / "datalist.json", "test")
     mos = [it["mos"] for it in sorted(items, key=lambda it: it["level"])]
+    assert len(mos) == 6 and all(a > b for a, b in zip(mos, mos[1:]))
+
+
+@pytest.mark.skipif(sources.package_file("dipy/data/files/S0_10slices.nii.gz") is None, reason="dipy not installed")
+def test_dipy_b0_volume_builds(tmp_path):
+    """The real dipy b0 volume of the ``mr`` preset: 10 slices of 128 x 128, one 128 x 128 crop each, a gamma ladder
+    whose pseudo-MOS falls with the level, and the extra speckle ladder."""
+    src = replace(corpus_preset("mr")[-1], frames=(0, 9))
+    images = pc._source_images(src)
+    assert [im.shape for im in images] == [(128, 128)] * 2 and all(0 <= im.min() and im.max() <= 1 for im in images)
+    build_pretrain_corpus(tmp_path, sources_=(src,), families={"MR": ("gamma",)}, levels=5, log=None)
+    items = load_datalist(tmp_path / "datalist.json", "training")
+    assert {it["crop"] for it in items} == {"mr_brain_b0_f0_c0", "mr_brain_b0_f1_c0"}
+    assert {it["distortion"] for it in items} == {"gamma", "speckle_noise"}
+    ladder = [it for it in items if it["ladder"] == "mr_brain_b0_f1_c0/gamma"]
+    mos = [it["mos"] for it in sorted(ladder, key=lambda it: it["level"])]
     assert len(mos) == 6 and all(a > b for a, b in zip(mos, mos[1:]))
 
 

@@ -103,12 +103,14 @@ class CorpusSource:
         split: ``training``, ``validation`` or ``test``.
         kind: ``skimage`` (a scikit-image data image), ``dicom`` (percentile window), ``ct`` (HU window),
             ``us`` (ultrasound B-mode conversion), ``npy`` (a 2D array file inside an installed package, percentile
-            window).
-        file: the scikit-image name, DICOM file name or, for ``npy``, ``"<package>/<path>"``
+            window), ``nifti`` (a NIfTI volume inside an installed package: axial slices, one percentile window for
+            the whole volume so that slices keep their relative brightness).
+        file: the scikit-image name, DICOM file name or, for ``npy`` and ``nifti``, ``"<package>/<path>"``
             (:func:`~monai_iqad.demo.sources.package_file`).
         crops: crops per frame.
         scale_side: short side (pixels) the image is resized to before cropping (0 = keep).
-        frames: frames used for multi-frame files (None = the first only).
+        frames: frames used for multi-frame files, slice indices (last spatial axis) of a ``nifti`` volume (None =
+            the first only).
         window: ``(level, width)`` for ``ct`` sources.
         native: resize the short side to the acquired matrix (largest entry of the DICOM ``AcquisitionMatrix``)
             instead of ``scale_side``. MR scanners zero-fill k-space and display at a larger matrix (e.g. 256 x 134
@@ -218,6 +220,22 @@ CORPUS_SOURCES_SPECKLE: tuple[CorpusSource, ...] = tuple(
     for s in CORPUS_SOURCES_BALANCED
 )
 
+#: :data:`CORPUS_SOURCES_SPECKLE` plus a second MR *training* anatomy: dipy's DWI b0 brain volume (``S0_10slices``,
+#: 128 x 128 x 10, ``pip install dipy``), its 10 axial slices one crop each (10 crops, as many as the 9 of the MR
+#: shoulder), with the speckle family like every non-US training source. Until now the only MR training source was
+#: one shoulder; the models rank gamma on its training ladders (within-ladder SROCC 0.98) but not on the held-out
+#: abdomen and brain MR (0.36-0.44), so gamma is learnt per scene, not per modality. Caveat: the second held-out set's
+#: brain T1 slice ships in the same dipy folder; dipy does not say whether both come from one volunteer (different
+#: sequence and plane), so its ladders are reported apart from the abdominal MR's. Validation and test splits are
+#: those of the balanced corpus. An experiment of issue 11 (``configs/pretrain_mr.json``).
+CORPUS_SOURCES_MR: tuple[CorpusSource, ...] = (
+    *CORPUS_SOURCES_SPECKLE,
+    CorpusSource(
+        "mr_brain_b0", "MR", "training", "nifti", "dipy/data/files/S0_10slices.nii.gz", 1, frames=tuple(range(10)),
+        extra_families=("speckle_noise",),
+    ),
+)  # fmt: skip
+
 #: The second held-out set (test split only; ``--preset test2``), fixed before any model was scored on it, because the
 #: first test split decides six families on one image each, and its MR ladders were degenerate: the abdominal MR is
 #: displayed at 484 x 484 but acquired at 256 x 134 (``AcquisitionMatrix``), so Gibbs levels 1-3 kept more k-space than
@@ -246,7 +264,7 @@ SPLITS = ("training", "validation", "test")
 def corpus_preset(name: str) -> tuple[CorpusSource, ...]:
     """The sources of a named corpus: ``"full"`` (:data:`CORPUS_SOURCES`), ``"v1"`` (:data:`CORPUS_SOURCES_V1`, the
     shipped model's corpus), ``"balanced"`` (:data:`CORPUS_SOURCES_BALANCED`), ``"speckle"``
-    (:data:`CORPUS_SOURCES_SPECKLE`), ``"test2"``
+    (:data:`CORPUS_SOURCES_SPECKLE`), ``"mr"`` (:data:`CORPUS_SOURCES_MR`), ``"test2"``
     (:data:`CORPUS_SOURCES_TEST2`, a second held-out set) or ``"tiny"`` (:data:`TINY_CORPUS_SOURCES`).
 
     Raises:
@@ -257,6 +275,7 @@ def corpus_preset(name: str) -> tuple[CorpusSource, ...]:
         "v1": CORPUS_SOURCES_V1,
         "balanced": CORPUS_SOURCES_BALANCED,
         "speckle": CORPUS_SOURCES_SPECKLE,
+        "mr": CORPUS_SOURCES_MR,
         "test2": CORPUS_SOURCES_TEST2,
         "tiny": TINY_CORPUS_SOURCES,
     }
@@ -323,6 +342,33 @@ def _npy_image(src: CorpusSource) -> np.ndarray:
     return _percentile_window(raw)
 
 
+def _nifti_images(src: CorpusSource) -> list[np.ndarray]:
+    """The axial slices ``src.frames`` of a NIfTI volume inside an installed package (``nifti`` source), as stored
+    (rows = second voxel axis), with one percentile window for the whole volume; a 4D file gives its first volume.
+
+    Raises:
+        FileNotFoundError: when the package or the file is not installed.
+        ValueError: when the file is not a 3D/4D volume or a slice index is out of range.
+    """
+    import nibabel as nib
+
+    path = sources.package_file(src.file)
+    if path is None:
+        package = src.file.partition("/")[0]
+        raise FileNotFoundError(f"corpus source {src.name}: {src.file} not found; `pip install {package}`.")
+    vol = np.asanyarray(nib.load(str(path)).dataobj).astype(np.float64)
+    if vol.ndim == 4:
+        vol = vol[..., 0]
+    if vol.ndim != 3:
+        raise ValueError(f"corpus source {src.name}: {path} holds a {vol.ndim}D array, expected a 3D/4D volume.")
+    frames = src.frames if src.frames is not None else (0,)
+    bad = [z for z in frames if not 0 <= z < vol.shape[2]]
+    if bad:
+        raise ValueError(f"corpus source {src.name}: slices {bad} out of range for {path} ({vol.shape[2]} slices).")
+    vol = _percentile_window(vol)
+    return [np.ascontiguousarray(vol[:, :, z].T) for z in frames]
+
+
 def _source_images(src: CorpusSource) -> list[np.ndarray]:
     """The full images (one per frame) of a source, float64 in [0, 1], resized to ``scale_side`` (or, for a
     ``native`` source, to the acquired matrix).
@@ -339,6 +385,8 @@ def _source_images(src: CorpusSource) -> list[np.ndarray]:
         images = [np.asarray(img, dtype=np.float64)]
     elif src.kind == "npy":
         images = [_npy_image(src)]
+    elif src.kind == "nifti":
+        images = _nifti_images(src)
     else:
         images = _dicom_images(src)
         if src.native:
