@@ -22,6 +22,7 @@ with matplotlib.
 ``--select 'DIR/model_epoch=*.pt' --select-out PATH`` is the checkpoint-selection mode instead: it scores the split
 (use ``--split validation``) with every matching SAQM checkpoint, prints each one's mean within-ladder SROCC and
 copies the best one's weights to ``PATH`` (the issue's metric, measured on validation sources only).
+``--soup A.pt B.pt ... --soup-out PATH`` builds a greedy model soup on the split instead (:func:`_greedy_soup`).
 """
 
 from __future__ import annotations
@@ -316,9 +317,28 @@ def _rule_breaks(per_family: dict[str, float], reference: dict[str, float], max_
     return out
 
 
-def _select(
-    pattern: str,
-    out: str,
+def _evaluator(items: list[dict], paths: list[str], bf16: bool, modalities: list):
+    """A function ``net -> (mean within-ladder SROCC, {family: mean}, "per-modality text")`` on ``paths`` (preprocessed
+    once)."""
+    index = {p: i for i, p in enumerate(paths)}
+    inputs = _preprocess(paths)
+
+    def evaluate(net: SAQM) -> tuple[float, dict[str, float], str]:
+        scores = _score_saqm(net, inputs, bf16, modalities)
+        per_cell, _ = _ladder_srocc(items, index, {"SAQM": scores})
+        family: dict[str, list[float]] = defaultdict(list)
+        modality: dict[str, list[float]] = defaultdict(list)
+        for (d, mo), v in per_cell["SAQM"].items():
+            family[d] += v
+            modality[mo] += v
+        value = float(np.mean([v for vs in per_cell["SAQM"].values() for v in vs]))
+        by_mod = ", ".join(f"{mo} {np.mean(v):.3f}" for mo, v in sorted(modality.items()))
+        return value, {d: float(np.mean(v)) for d, v in family.items()}, by_mod
+
+    return evaluate
+
+
+def _judge(
     items: list[dict],
     paths: list[str],
     width: float,
@@ -327,12 +347,27 @@ def _select(
     reference: str | None = None,
     max_drop: float = 0.05,
     floor: float = 0.80,
-) -> int:
-    """Score ``paths`` with each checkpoint matching ``pattern``; copy the best (mean within-ladder SROCC) to ``out``.
+):
+    """A function ``net -> (mean within-ladder SROCC, {family: mean}, "per-modality text", [rule breaks])`` on this
+    split. With a ``reference`` checkpoint (e.g. the shipped model) the breaks are those of the shipping rule against
+    it (:func:`_rule_breaks`), else none."""
+    evaluate = _evaluator(items, paths, bf16, modalities)
+    ref_family = None
+    if reference is not None:
+        value, ref_family, by_mod = evaluate(_load_saqm(Path(reference), width))
+        print(f"reference {reference}: mean within-ladder SROCC {value:.4f} ({by_mod})")
 
-    With a ``reference`` checkpoint (e.g. the shipped model), only checkpoints that pass the shipping rule against it
-    on this split are eligible (:func:`_rule_breaks`); returns 1 and writes nothing when none is.
-    """
+    def judge(net: SAQM) -> tuple[float, dict[str, float], str, list[str]]:
+        value, per_family, by_mod = evaluate(net)
+        breaks = [] if ref_family is None else _rule_breaks(per_family, ref_family, max_drop, floor)
+        return value, per_family, by_mod, breaks
+
+    return judge
+
+
+def _select(pattern: str, out: str, judge, width: float) -> int:
+    """Score the split with each checkpoint matching ``pattern``; copy the best (mean within-ladder SROCC) among those
+    that pass the rule of ``judge`` (:func:`_judge`) to ``out``; returns 1 and writes nothing when none passes."""
     import glob
     import re
 
@@ -345,40 +380,55 @@ def _select(
     files = sorted(glob.glob(pattern), key=epoch_of)
     if not files:
         raise FileNotFoundError(f"--select: no checkpoint matches {pattern!r}.")
-    index = {p: i for i, p in enumerate(paths)}
-    inputs = _preprocess(paths)
-
-    def evaluate(path: str) -> tuple[float, dict[str, float], str]:
-        scores = _score_saqm(_load_saqm(Path(path), width), inputs, bf16, modalities)
-        per_cell, _ = _ladder_srocc(items, index, {"SAQM": scores})
-        family: dict[str, list[float]] = defaultdict(list)
-        modality: dict[str, list[float]] = defaultdict(list)
-        for (d, mo), v in per_cell["SAQM"].items():
-            family[d] += v
-            modality[mo] += v
-        value = float(np.mean([v for vs in per_cell["SAQM"].values() for v in vs]))
-        by_mod = ", ".join(f"{mo} {np.mean(v):.3f}" for mo, v in sorted(modality.items()))
-        return value, {d: float(np.mean(v)) for d, v in family.items()}, by_mod
-
-    ref_family = None
-    if reference is not None:
-        value, ref_family, by_mod = evaluate(reference)
-        print(f"reference {reference}: mean within-ladder SROCC {value:.4f} ({by_mod})")
     best, best_value = "", -np.inf
     for f in files:
-        value, per_family, by_mod = evaluate(f)
+        value, per_family, by_mod, breaks = judge(_load_saqm(Path(f), width))
         worst = min(per_family, key=lambda d: per_family[d])
-        breaks = [] if ref_family is None else _rule_breaks(per_family, ref_family, max_drop, floor)
         verdict = f"; breaks the rule: {', '.join(breaks)}" if breaks else ""
         print(f"{f}: mean within-ladder SROCC {value:.4f} (worst {worst} {per_family[worst]:.3f}; {by_mod}){verdict}")
         if not breaks and value > best_value:
             best, best_value = f, value
     if not best:
-        print(f"no checkpoint passes the rule against {reference}; nothing written")
+        print("no checkpoint passes the rule against the reference; nothing written")
         return 1
     net = _load_saqm(Path(best), width)
     atomic_torch_save(net.state_dict(), out)
     print(f"selected {best} (mean within-ladder SROCC {best_value:.4f}) -> {out}")
+    return 0
+
+
+def _greedy_soup(ingredients: list[str], out: str, judge, width: float) -> int:
+    """Greedy model soup (Wortsman et al., ICML 2022, recipe 1) on this split: order the checkpoints by their mean
+    within-ladder SROCC, start from the best, and add each next one if the uniform weight average of the soup with it
+    scores higher and passes the rule of ``judge`` (:func:`_judge`). Writes the soup's weights to ``out``; returns 1
+    and writes nothing when not even the best checkpoint passes the rule.
+    """
+    from monai_iqad.networks import average_state_dicts
+    from monai_iqad.utils.io import atomic_torch_save
+
+    nets = {p: _load_saqm(Path(p), width) for p in ingredients}
+    single = {}
+    for p, net in nets.items():
+        value, _, by_mod, breaks = single[p] = judge(net)
+        verdict = f"; breaks the rule: {', '.join(breaks)}" if breaks else ""
+        print(f"ingredient {p}: mean within-ladder SROCC {value:.4f} ({by_mod}){verdict}")
+    order = sorted(ingredients, key=lambda p: -single[p][0])
+    if single[order[0]][3]:
+        print("the best ingredient breaks the rule against the reference; nothing written")
+        return 1
+    soup, best_value = [order[0]], single[order[0]][0]
+    for p in order[1:]:
+        trial = SAQM(in_channels=nets[p].in_channels, width=width)
+        trial.load_state_dict(average_state_dicts([nets[q].state_dict() for q in (*soup, p)]))
+        value, _, by_mod, breaks = judge(trial.eval())
+        keep = value > best_value and not breaks
+        verdict = "added" if keep else "skipped" + (f" (breaks the rule: {', '.join(breaks)})" if breaks else "")
+        print(f"soup of {len(soup) + 1} with {p}: mean within-ladder SROCC {value:.4f} ({by_mod}) -> {verdict}")
+        if keep:
+            soup.append(p)
+            best_value = value
+    atomic_torch_save(average_state_dicts([nets[q].state_dict() for q in soup]), out)
+    print(f"soup of {len(soup)} ({', '.join(soup)}): mean within-ladder SROCC {best_value:.4f} -> {out}")
     return 0
 
 
@@ -429,8 +479,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--select-reference",
         default=None,
-        help="with --select: only checkpoints that pass the shipping rule against this one on the split are eligible",
+        help="with --select / --soup: only checkpoints (soups) that pass the shipping rule against this one on the "
+        "split are eligible",
     )
+    parser.add_argument(
+        "--soup",
+        nargs="+",
+        default=None,
+        help="greedy model-soup mode: SAQM checkpoints of one architecture (fine-tunes of one model), with --soup-out",
+    )
+    parser.add_argument("--soup-out", default=None, help="where --soup writes the soup's weights")
     parser.add_argument("--select-max-drop", type=float, default=0.05, help="rule: largest loss of a family")
     parser.add_argument("--select-floor", type=float, default=0.80, help="rule: a family may not fall below this")
     parser.add_argument("--no-speed", action="store_true", help="skip the 512x512 scoring-speed measurement")
@@ -448,12 +506,12 @@ def main(argv: list[str] | None = None) -> int:
     sources_ = list(dict.fromkeys(str(it.get("source")) for it in images))
     index = {p: i for i, p in enumerate(paths)}
     print(f"{len(items)} ladder items, {len(paths)} unique images ({args.split})")
-    if args.select:
-        if not args.select_out:
-            parser.error("--select needs --select-out")
-        return _select(
-            args.select,
-            args.select_out,
+    if args.select and not args.select_out:
+        parser.error("--select needs --select-out")
+    if args.soup and not args.soup_out:
+        parser.error("--soup needs --soup-out")
+    if args.select or args.soup:
+        judge = _judge(
             items,
             paths,
             args.width,
@@ -463,6 +521,9 @@ def main(argv: list[str] | None = None) -> int:
             args.select_max_drop,
             args.select_floor,
         )
+        if args.select:
+            return _select(args.select, args.select_out, judge, args.width)
+        return _greedy_soup(args.soup, args.soup_out, judge, args.width)
 
     scores: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}

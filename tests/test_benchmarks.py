@@ -277,3 +277,12 @@ def test_iqa_ladder_select_with_reference(tmp_path):
     out.unlink()
     proc = subprocess.run([*cmd, "-1"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 1 and "nothing written" in proc.stdout and not out.exists()
+    # the greedy soup from the command line, under the same impossible rule: nothing written; --soup-out is required
+    soup = [str(tmp_path / "model_epoch=1.pt"), str(tmp_path / "model_epoch=2.pt")]
+    cmd = [sys.executable, str(BENCHMARKS / "iqa_ladder.py"), "--corpus", str(corpus), "--soup", *soup]
+    proc = subprocess.run([*cmd, "--soup-out", str(out), "--select-reference", soup[0], "--select-max-drop", "-1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert proc.returncode == 1 and "ingredient" in proc.stdout and "nothing written" in proc.stdout
+    assert not out.exists()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2 and "--soup needs --soup-out" in proc.stderr

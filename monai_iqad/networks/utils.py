@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn as nn
 
-__all__ = ["frozen_copy", "load_with_added_input_channels"]
+__all__ = ["average_state_dicts", "frozen_copy", "load_with_added_input_channels"]
 
 
 def load_with_added_input_channels(network: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
@@ -67,3 +67,50 @@ def frozen_copy(network: nn.Module) -> nn.Module:
     snapshot = copy.deepcopy(module).eval()
     snapshot.requires_grad_(False)
     return snapshot
+
+
+def average_state_dicts(
+    state_dicts: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float] | None = None
+) -> dict[str, torch.Tensor]:
+    """
+    Weighted average of the weights of one architecture: a *model soup* (Wortsman et al., ICML 2022), meaningful for
+    fine-tunes of one pretrained model, which stay in one basin of the loss. Floating-point tensors are averaged in
+    float64 and cast back to their dtype; any other tensor (e.g. an integer counter) must be equal in every input.
+
+    Args:
+        state_dicts: the weights to average (``{"model": state_dict}`` checkpoints are unwrapped).
+        weights: one non-negative weight per state dict, normalised to sum 1; default uniform.
+
+    Returns:
+        A new state dict with the keys of the first one.
+
+    Raises:
+        ValueError: no state dict, a weight count or value that does not fit, keys or shapes that differ, or
+            non-float tensors that differ.
+    """
+    sds = [sd["model"] if "model" in sd and isinstance(sd["model"], Mapping) else sd for sd in state_dicts]
+    if not sds:
+        raise ValueError("average_state_dicts needs at least one state dict.")
+    w = torch.ones(len(sds), dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+    if w.shape != (len(sds),) or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights must be {len(sds)} non-negative finite numbers with a positive sum, got {weights}.")
+    w = w / w.sum()
+    keys = list(sds[0])
+    out: dict[str, torch.Tensor] = {}
+    for i, sd in enumerate(sds[1:], 1):
+        if set(sd) != set(keys):
+            diff = sorted(set(sd) ^ set(keys))[:5]
+            raise ValueError(f"state dict {i} has other keys than state dict 0 (e.g. {diff}).")
+    for key in keys:
+        first = sds[0][key]
+        for i, sd in enumerate(sds[1:], 1):
+            if sd[key].shape != first.shape:
+                raise ValueError(f"{key}: shape {tuple(sd[key].shape)} in state dict {i}, {tuple(first.shape)} in 0.")
+        if first.is_floating_point():
+            acc = sum(wi * sd[key].double() for wi, sd in zip(w.tolist(), sds))
+            out[key] = acc.to(first.dtype)
+        else:
+            if any(not torch.equal(sd[key], first) for sd in sds[1:]):
+                raise ValueError(f"{key}: a non-float tensor differs between the state dicts; it cannot be averaged.")
+            out[key] = first.clone()
+    return out
