@@ -352,13 +352,15 @@ def test_nifti_source_slices_share_one_window(tmp_path, monkeypatch):
 
 def test_mr_preset_adds_one_mr_training_anatomy():
     """The ``mr`` preset is the speckle preset plus dipy's b0 brain volume (10 slices, training, with speckle); every
-    other source, and so the validation and test splits, unchanged."""
+    other source, and so the validation and test splits, unchanged. ``mr_plain``: the same without the b0 speckle."""
     sp, mr = corpus_preset("speckle"), corpus_preset("mr")
     assert mr[: len(sp)] == sp and len(mr) == len(sp) + 1
     (b0,) = mr[len(sp) :]
     assert (b0.modality, b0.split, b0.kind, b0.extra_families) == ("MR", "training", "nifti", ("speckle_noise",))
     assert b0.frames == tuple(range(10)) and b0.crops == 1
     assert b0.file.startswith("dipy/") and b0.name not in {s.name for s in sp}
+    plain = corpus_preset("mr_plain")
+    assert plain[:-1] == mr[:-1] and plain[-1] == replace(b0, extra_families=())
 
 
 def test_test2_preset_extends_the_first_test_split():
