@@ -224,7 +224,7 @@ CORPUS_SOURCES_SPECKLE: tuple[CorpusSource, ...] = tuple(
 #: 128 x 128 x 10, ``pip install dipy``), its 10 axial slices one crop each (10 crops, as many as the 9 of the MR
 #: shoulder), with the speckle family like every non-US training source. Until now the only MR training source was
 #: one shoulder; the models rank gamma on its training ladders (within-ladder SROCC 0.98) but not on the held-out
-#: abdomen and brain MR (0.36-0.44), so gamma is learnt per scene, not per modality. Caveat: the second held-out set's
+#: abdomen and brain MR (0.19-0.44), so gamma is learnt per scene, not per modality. Caveat: the second held-out set's
 #: brain T1 slice ships in the same dipy folder; dipy does not say whether both come from one volunteer (different
 #: sequence and plane), so its ladders are reported apart from the abdominal MR's. Validation and test splits are
 #: those of the balanced corpus. An experiment of issue 11 (``configs/pretrain_mr.json``).
