@@ -274,7 +274,9 @@ def _exposure_split(
     by any rule or target.
     """
     pristine = {it["ladder"]: str(it["image"]) for it in items if int(it["level"]) == 0}
-    share = {n: clipped_share(pristine[n]) for n in names if meta[n][0] in EXPOSURE_FAMILIES and n in pristine}
+    wanted = [n for n in names if meta[n][0] in EXPOSURE_FAMILIES and n in pristine]
+    by_image = {path: clipped_share(path) for path in {pristine[n] for n in wanted}}  # a crop's ladders share it
+    share = {n: by_image[pristine[n]] for n in wanted}
     if not share:
         return []
     methods = list(values)
@@ -416,18 +418,19 @@ def _greedy_soup(ingredients: list[str], out: str, judge, width: float) -> int:
     if single[order[0]][3]:
         print("the best ingredient breaks the rule against the reference; nothing written")
         return 1
-    soup, best_value = [order[0]], single[order[0]][0]
+    soup, best_value, best_state = [order[0]], single[order[0]][0], nets[order[0]].state_dict()
     for p in order[1:]:
+        state = average_state_dicts([nets[q].state_dict() for q in (*soup, p)])
         trial = SAQM(in_channels=nets[p].in_channels, width=width)
-        trial.load_state_dict(average_state_dicts([nets[q].state_dict() for q in (*soup, p)]))
+        trial.load_state_dict(state)
         value, _, by_mod, breaks = judge(trial.eval())
         keep = value > best_value and not breaks
         verdict = "added" if keep else "skipped" + (f" (breaks the rule: {', '.join(breaks)})" if breaks else "")
         print(f"soup of {len(soup) + 1} with {p}: mean within-ladder SROCC {value:.4f} ({by_mod}) -> {verdict}")
         if keep:
             soup.append(p)
-            best_value = value
-    atomic_torch_save(average_state_dicts([nets[q].state_dict() for q in soup]), out)
+            best_value, best_state = value, state
+    atomic_torch_save(best_state, out)
     print(f"soup of {len(soup)} ({', '.join(soup)}): mean within-ladder SROCC {best_value:.4f} -> {out}")
     return 0
 
