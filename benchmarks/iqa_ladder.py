@@ -306,6 +306,45 @@ def _exposure_split(
     return lines + [""]
 
 
+#: Severity bands of :func:`_severity_split`: the pristine with the mild levels, and the pristine with the strong ones.
+SEVERITY_BANDS = (("mild (0-2)", (0, 1, 2)), ("strong (0, 3-5)", (0, 3, 4, 5)))
+
+
+def _severity_split(items: list[dict], index: dict[str, int], scores: dict[str, np.ndarray]) -> list[str]:
+    """Markdown: mean within-ladder SROCC per distortion on the mild levels only and on the strong levels only
+    (:data:`SEVERITY_BANDS`, each with the pristine).
+
+    A family's mean over six levels can be decided by the order of the pristine and the mild levels, where a real
+    pristine may already hold the distortion (the native speckle of an ultrasound image) or a mild level may change
+    nothing (Gibbs ringing that keeps more k-space than was acquired). The split shows where a method's order breaks.
+    Reported only: no rule or target uses it.
+    """
+    methods = list(scores)
+    distortions = sorted({it["distortion"] for it in items})
+    lines = [
+        "## Within-ladder SROCC by severity band",
+        "",
+        "Mean within-ladder SROCC per distortion on the pristine with levels 1-2 (mild) and on the pristine with "
+        "levels 3-5 (strong). A family whose mild band is near 0 while its strong band is high is ranked by the size "
+        "of the distortion, not by its presence. Reported only: no rule or target uses this split.",
+        "",
+        "| distortion | levels | " + " | ".join(methods) + " |",
+        "|---|---|" + "---|" * len(methods),
+    ]
+    bands = [
+        (label, *_ladder_values([it for it in items if int(it["level"]) in lv], index, scores))
+        for label, lv in SEVERITY_BANDS
+    ]
+    for d in distortions:
+        for label, names, meta, values in bands:
+            keep = [k for k, n in enumerate(names) if meta[n][0] == d]
+            if keep:
+                lines.append(
+                    f"| {d} | {label} | " + " | ".join(f"{values[m][keep].mean():.3f}" for m in methods) + " |"
+                )
+    return lines + [""]
+
+
 def _rule_breaks(per_family: dict[str, float], reference: dict[str, float], max_drop: float, floor: float) -> list[str]:
     """The families where ``per_family`` breaks the shipping rule against ``reference``: a loss of more than
     ``max_drop``, or a fall below ``floor`` of a family the reference holds at or above it (``[]`` = eligible)."""
@@ -633,6 +672,7 @@ def main(argv: list[str] | None = None) -> int:
     lines.append("")
     lines += _intervals(ladder_names, meta, ladder_values, sources, saqm_models, wanted, args.bootstrap)
     lines += _exposure_split(items, ladder_names, meta, ladder_values)
+    lines += _severity_split(items, index, scores)
 
     lines += ["## SAQM scoring speed", ""]
     if args.no_speed:

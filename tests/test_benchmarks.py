@@ -144,6 +144,8 @@ def test_iqa_ladder_tiny_corpus(tmp_path):
     assert "Margin over the best classic metric of this run (piqe)" in text
     exposure = text.split("## Exposure families by the pristine's clipped highlights", 1)[1].split("##", 1)[0]
     assert "| gamma | " in exposure and "| low_contrast | " in exposure and "(CT) | " in exposure
+    bands = text.split("## Within-ladder SROCC by severity band", 1)[1].split("##", 1)[0]
+    assert "| gaussian_noise | mild (0-2) | " in bands and "| gaussian_noise | strong (0, 3-5) | " in bands
 
     def rows(section: str) -> dict[str, list[str]]:
         return {ln.split(" | ")[0][2:]: ln.split(" | ")[1:] for ln in section.splitlines() if ln.startswith("| ")}
@@ -231,6 +233,29 @@ def test_exposure_split_by_clipped_highlights(monkeypatch, tmp_path):
     ]
     assert not any("jpeg" in ln for ln in lines)
     assert ladder._exposure_split(items[-2:], names[-1:], meta, {"M": values["M"][-1:]}) == []
+
+
+def test_severity_split_by_hand(monkeypatch):
+    """``_severity_split``: within-ladder SROCC on the pristine + levels 1-2 and on the pristine + levels 3-5, by
+    hand: a score that puts the mild levels above the pristine is -0.5 on the mild band and 1.0 on the strong one."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    ladder = _load("iqa_ladder")
+    items = [
+        {"ladder": f"c/{d}", "level": lv, "image": f"{d}{lv}.png", "distortion": d, "modality": "US"}
+        for d in ("speckle_noise", "gaussian_blur")
+        for lv in range(6)
+    ]
+    index = {it["image"]: k for k, it in enumerate(items)}
+    speckle = [0.50, 0.52, 0.51, 0.40, 0.30, 0.20]  # higher = better; mild speckle scored above the pristine
+    blur = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
+    scores = {"M": np.array(speckle + blur), "N": np.array([0.5] * 6 + blur[::-1])}
+    rows = [ln for ln in ladder._severity_split(items, index, scores) if ln.startswith("| ")][1:]
+    assert rows == [
+        "| gaussian_blur | mild (0-2) | 1.000 | -1.000 |",
+        "| gaussian_blur | strong (0, 3-5) | 1.000 | -1.000 |",
+        "| speckle_noise | mild (0-2) | -0.500 | 0.000 |",
+        "| speckle_noise | strong (0, 3-5) | 1.000 | 0.000 |",
+    ]
 
 
 def test_select_rule_breaks_by_hand(monkeypatch):
