@@ -5,8 +5,8 @@ from the real images that ship inside PyPI packages (see :data:`CORPUS_SOURCES`)
 its fundus photograph ``retina``, pydicom's test files, and pydicom-data's CT, MR, CR, ultrasound and NM images.
 
 - **Pristine crops**: each source image is windowed to [0, 1] (CT in HU windows, MR/NM/CR by percentiles, ultrasound
-  through the SAQM demo's B-mode conversion), resized so its short side is the source's ``scale_side``, and cut into
-  ``image_size`` crops drawn at random among positions with enough structure.
+  through the SAQM demo's B-mode conversion), shrunk so its short side is at most the source's ``scale_side``, and
+  cut into ``image_size`` crops drawn at random among positions with enough structure.
 - **Ladders**: every crop is degraded by each distortion family of its modality (:data:`MODALITY_FAMILIES`) at the
   five graded severities of :mod:`monai_iqad.transforms.degradations`; a ladder = (crop, family) with levels 0..5
   (level 0 = the pristine crop, shared by the crop's ladders).
@@ -108,7 +108,7 @@ class CorpusSource:
         file: the scikit-image name, DICOM file name or, for ``npy`` and ``nifti``, ``"<package>/<path>"``
             (:func:`~monai_iqad.demo.sources.package_file`).
         crops: crops per frame.
-        scale_side: short side (pixels) the image is resized to before cropping (0 = keep).
+        scale_side: short side (pixels) a larger image is shrunk to before cropping (0 = keep; never enlarged).
         frames: frames used for multi-frame files, slice indices (last spatial axis) of a ``nifti`` volume (None =
             the first only).
         window: ``(level, width)`` for ``ct`` sources.
