@@ -671,6 +671,23 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {mo} | " + " | ".join(f"{mean_of(m, mod=mo):.3f}" for m in methods) + " |")
     lines.append("")
     lines += _intervals(ladder_names, meta, ladder_values, sources, saqm_models, wanted, args.bootstrap)
+    if len(saqm_models) > 1:
+        reference = {d: mean_of("SAQM", d) for d in distortions}
+        lines += [
+            "## Shipping rule against `SAQM`",
+            "",
+            f"Each compared model against the model given by `--model`, per distortion over all modalities: it breaks "
+            f"the rule where a family loses more than {args.select_max_drop} (`--select-max-drop`) or falls below "
+            f"{args.select_floor} (`--select-floor`) where `SAQM` holds it (the rule of `--select-reference`).",
+            "",
+            "| SAQM model | rule | families that break it |",
+            "|---|---|---|",
+        ]
+        for m in saqm_models[1:]:
+            fam = {d: mean_of(m, d) for d in distortions}
+            breaks = _rule_breaks(fam, reference, args.select_max_drop, args.select_floor)
+            lines.append(f"| {m} | {'breaks' if breaks else 'passes'} | {', '.join(breaks) or '-'} |")
+        lines.append("")
     lines += _exposure_split(items, ladder_names, meta, ladder_values)
     lines += _severity_split(items, index, scores)
 

@@ -155,6 +155,18 @@ def test_iqa_ladder_tiny_corpus(tmp_path):
     assert summary["MODU"][:3] == summary["SAQM"][:3] and summary["MOD"][:3] != summary["SAQM"][:3]
     difference = rows(text.split("Difference from `SAQM`", 1)[1].split("Per distortion", 1)[0])
     assert difference["MODU"][:2] == ["+0.000", "[+0.000, +0.000]"] and difference["MOD"][0] != "+0.000"
+    rule = rows(text.split("## Shipping rule against `SAQM`", 1)[1].split("##", 1)[0])
+    assert rule["MODU"] == ["passes", "- |"]  # the same scores as SAQM
+    per_family = rows(text.split("## Within-ladder SROCC per distortion (all modalities)", 1)[1].split("##", 1)[0])
+    head = per_family.pop("distortion")
+    i_ref, i_mod = head.index("SAQM"), head.index("MOD")
+    expected = [  # the rule by hand from the report's own per-family table (3 decimals, so a margin of rounding)
+        d for d, v in sorted(per_family.items()) if "---" not in d
+        and (float(v[i_mod].rstrip(" |")) < float(v[i_ref].rstrip(" |")) - 0.05
+             or float(v[i_mod].rstrip(" |")) < 0.80 <= float(v[i_ref].rstrip(" |")))
+    ]  # fmt: skip
+    listed = [] if rule["MOD"][1] == "- |" else [b.split(" ")[0] for b in rule["MOD"][1].rstrip(" |").split(", ")]
+    assert rule["MOD"][0] == ("breaks" if expected else "passes") and listed == expected
 
 
 def test_iqa_ladder_scores_context_and_modality_networks(monkeypatch, tmp_path):
