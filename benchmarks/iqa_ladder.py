@@ -22,7 +22,9 @@ with matplotlib.
 ``--select 'DIR/model_epoch=*.pt' --select-out PATH`` is the checkpoint-selection mode instead: it scores the split
 (use ``--split validation``) with every matching SAQM checkpoint, prints each one's mean within-ladder SROCC and
 copies the best one's weights to ``PATH`` (the issue's metric, measured on validation sources only).
-``--soup A.pt B.pt ... --soup-out PATH`` builds a greedy model soup on the split instead (:func:`_greedy_soup`).
+``--soup A.pt B.pt ... --soup-out PATH`` builds a greedy model soup on the split instead (:func:`_greedy_soup`), and
+``--ensemble A.pt B.pt ... --ensemble-out PATH`` a prediction ensemble of the checkpoints (:func:`_ensemble`). A saved
+ensemble (``SAQMEnsemble`` state dict) can be ``--model`` or ``--compare`` like any checkpoint.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from bench_utils import cluster_bootstrap_means, write_section  # noqa: E402
 
 from monai_iqad.data import load_datalist  # noqa: E402
 from monai_iqad.demo.pretrain_corpus import build_pretrain_corpus, unique_items  # noqa: E402
-from monai_iqad.networks import SAQM  # noqa: E402
+from monai_iqad.networks import SAQM, SAQMEnsemble  # noqa: E402
 from monai_iqad.transforms import (  # noqa: E402
     SAQM_MODALITIES,
     LocalContrastNormalize,
@@ -68,13 +70,18 @@ def _classic_metrics() -> dict:
     return dict(NR_IQA_METRICS)
 
 
-def _load_saqm(path: Path, width: float) -> SAQM:
-    """A SAQM checkpoint; its input channels (3, + 2 contrast-context planes, + modality planes) are read from the
-    first convolution."""
+def _load_saqm(path: Path, width: float) -> SAQM | SAQMEnsemble:
+    """A SAQM checkpoint, or a :class:`SAQMEnsemble` one (keys ``members.k.*``); the input channels (3, + 2
+    contrast-context planes, + modality planes) are read from the first convolution."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
-    net = SAQM(in_channels=int(state["attention.query.0.weight"].shape[1]), width=width)
+    if "members.0.attention.query.0.weight" in state:
+        n = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("members."))
+        in_channels = int(state["members.0.attention.query.0.weight"].shape[1])
+        net = SAQMEnsemble(members=n, in_channels=in_channels, width=width)
+    else:
+        net = SAQM(in_channels=int(state["attention.query.0.weight"].shape[1]), width=width)
     net.load_state_dict(state)
     return net.eval()
 
@@ -87,7 +94,7 @@ def _preprocess(paths: list[str]) -> list[torch.Tensor]:
 
 
 def _score_saqm(
-    net: SAQM, inputs: list[torch.Tensor], bf16: bool, modalities: list[str | None] | None = None
+    net: SAQM | SAQMEnsemble, inputs: list[torch.Tensor], bf16: bool, modalities: list[str | None] | None = None
 ) -> np.ndarray:
     """Image scores of ``net`` on preprocessed ``inputs`` (see :func:`_preprocess`). A network with 3 + 2 (or 3 + 2 +
     modality) input channels gets the contrast-context planes; a modality-conditioned ``net`` gets the one-hot
@@ -364,7 +371,7 @@ def _evaluator(items: list[dict], paths: list[str], bf16: bool, modalities: list
     index = {p: i for i, p in enumerate(paths)}
     inputs = _preprocess(paths)
 
-    def evaluate(net: SAQM) -> tuple[float, dict[str, float], str]:
+    def evaluate(net: SAQM | SAQMEnsemble) -> tuple[float, dict[str, float], str]:
         scores = _score_saqm(net, inputs, bf16, modalities)
         per_cell, _ = _ladder_srocc(items, index, {"SAQM": scores})
         family: dict[str, list[float]] = defaultdict(list)
@@ -398,7 +405,7 @@ def _judge(
         value, ref_family, by_mod = evaluate(_load_saqm(Path(reference), width))
         print(f"reference {reference}: mean within-ladder SROCC {value:.4f} ({by_mod})")
 
-    def judge(net: SAQM) -> tuple[float, dict[str, float], str, list[str]]:
+    def judge(net: SAQM | SAQMEnsemble) -> tuple[float, dict[str, float], str, list[str]]:
         value, per_family, by_mod = evaluate(net)
         breaks = [] if ref_family is None else _rule_breaks(per_family, ref_family, max_drop, floor)
         return value, per_family, by_mod, breaks
@@ -474,6 +481,32 @@ def _greedy_soup(ingredients: list[str], out: str, judge, width: float) -> int:
     return 0
 
 
+def _ensemble(members: list[str], out: str, judge, width: float) -> int:
+    """A prediction ensemble (:class:`SAQMEnsemble`, the uniform mean of the members' scores) of the checkpoints
+    ``members``, fixed in advance (no member is chosen by a score), judged on this split by ``judge``
+    (:func:`_judge`). Writes its weights to ``out`` if it passes the rule; returns 1 and writes nothing when not."""
+    from monai_iqad.utils.io import atomic_torch_save
+
+    nets = [_load_saqm(Path(p), width) for p in members]
+    for p, net in zip(members, nets):
+        value, _, by_mod, breaks = judge(net)
+        verdict = f"; breaks the rule: {', '.join(breaks)}" if breaks else ""
+        print(f"member {p}: mean within-ladder SROCC {value:.4f} ({by_mod}){verdict}")
+    ensemble = SAQMEnsemble.from_state_dicts([n.state_dict() for n in nets], width=width).eval()
+    value, per_family, by_mod, breaks = judge(ensemble)
+    worst = min(per_family, key=lambda d: per_family[d])
+    print(
+        f"ensemble of {len(nets)}: mean within-ladder SROCC {value:.4f} "
+        f"(worst {worst} {per_family[worst]:.3f}; {by_mod})"
+    )
+    if breaks:
+        print(f"the ensemble breaks the rule against the reference: {', '.join(breaks)}; nothing written")
+        return 1
+    atomic_torch_save(ensemble.state_dict(), out)
+    print(f"ensemble of {len(nets)} ({', '.join(members)}) -> {out}")
+    return 0
+
+
 def _rel(path: str | os.PathLike) -> str:
     """``path`` relative to the repository when it is inside it."""
     p = Path(path).resolve()
@@ -521,8 +554,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--select-reference",
         default=None,
-        help="with --select / --soup: only checkpoints (soups) that pass the shipping rule against this one on the "
-        "split are eligible",
+        help="with --select / --soup / --ensemble: only checkpoints (soups, ensembles) that pass the shipping rule "
+        "against this one on the split are eligible",
     )
     parser.add_argument(
         "--soup",
@@ -531,6 +564,14 @@ def main(argv: list[str] | None = None) -> int:
         help="greedy model-soup mode: SAQM checkpoints of one architecture (fine-tunes of one model), with --soup-out",
     )
     parser.add_argument("--soup-out", default=None, help="where --soup writes the soup's weights")
+    parser.add_argument(
+        "--ensemble",
+        nargs="+",
+        default=None,
+        help="prediction-ensemble mode: SAQM checkpoints of one architecture (e.g. seeds of one recipe), with "
+        "--ensemble-out",
+    )
+    parser.add_argument("--ensemble-out", default=None, help="where --ensemble writes the ensemble's weights")
     parser.add_argument("--select-max-drop", type=float, default=0.05, help="rule: largest loss of a family")
     parser.add_argument("--select-floor", type=float, default=0.80, help="rule: a family may not fall below this")
     parser.add_argument("--no-speed", action="store_true", help="skip the 512x512 scoring-speed measurement")
@@ -552,7 +593,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--select needs --select-out")
     if args.soup and not args.soup_out:
         parser.error("--soup needs --soup-out")
-    if args.select or args.soup:
+    if args.ensemble and not args.ensemble_out:
+        parser.error("--ensemble needs --ensemble-out")
+    if args.select or args.soup or args.ensemble:
         judge = _judge(
             items,
             paths,
@@ -565,7 +608,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.select:
             return _select(args.select, args.select_out, judge, args.width)
-        return _greedy_soup(args.soup, args.soup_out, judge, args.width)
+        if args.soup:
+            return _greedy_soup(args.soup, args.soup_out, judge, args.width)
+        return _ensemble(args.ensemble, args.ensemble_out, judge, args.width)
 
     scores: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}

@@ -1,10 +1,12 @@
-"""Weight averaging of fine-tunes (``average_state_dicts``) and the greedy soup of ``benchmarks/iqa_ladder.py``."""
+"""Weight averaging of fine-tunes (``average_state_dicts``), and the greedy soup and the prediction ensemble of
+``benchmarks/iqa_ladder.py``."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -87,3 +89,43 @@ def test_greedy_soup_recipe(monkeypatch, tmp_path):
     strict = ladder._judge([], [], 0.125, False, [], reference=paths[4], max_drop=0.1)
     assert ladder._greedy_soup(paths[:4], str(out), strict, 0.125) == 1
     assert not out.exists()
+
+
+def test_prediction_ensemble_mode(monkeypatch, tmp_path):
+    """``iqa_ladder.py --ensemble``: with a judge whose value is linear in the scores (the mean score of a fixed batch
+    of images) the ensemble's value is the mean of its members' values; the written ensemble loads back through
+    ``_load_saqm`` and scores every image with the mean of the members' scores (modality-conditioned members, so the
+    input planes are those of the members); a rule it cannot pass writes nothing."""
+    from monai_iqad.networks import SAQMEnsemble
+
+    ladder = _ladder(monkeypatch)
+    torch.manual_seed(0)
+    images = [torch.rand(1, 5, 64, 64) for _ in range(3)]
+    mods = ["CT", "US", None]
+
+    def evaluator(items, paths, bf16, modalities):
+        def evaluate(net):
+            score = float(np.mean(ladder._score_saqm(net, images, False, mods)))
+            return score, {"f": score}, ""
+
+        return evaluate
+
+    monkeypatch.setattr(ladder, "_evaluator", evaluator)
+    paths, values = [], []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        net = SAQM(in_channels=9, width=0.125).eval()
+        paths.append(str(tmp_path / f"s{seed}.pt"))
+        torch.save({"model": net.state_dict()}, paths[-1])  # a training checkpoint layout is unwrapped too
+        values.append(float(np.mean(ladder._score_saqm(net, images, False, mods))))
+    judge = ladder._judge([], [], 0.125, False, [])
+    out = tmp_path / "ens.pt"
+    assert ladder._ensemble(paths, str(out), judge, 0.125) == 0
+    ens = ladder._load_saqm(out, 0.125)
+    assert isinstance(ens, SAQMEnsemble) and len(ens.members) == 3 and ens.in_channels == 9
+    assert judge(ens)[0] == pytest.approx(np.mean(values), abs=1e-6)
+    each = np.stack([ladder._score_saqm(ladder._load_saqm(Path(p), 0.125), images, False, mods) for p in paths])
+    np.testing.assert_allclose(ladder._score_saqm(ens, images, False, mods), each.mean(0), atol=1e-6)
+    out.unlink()
+    strict = ladder._judge([], [], 0.125, False, [], reference=paths[0], max_drop=-1.0)
+    assert ladder._ensemble(paths, str(out), strict, 0.125) == 1 and not out.exists()

@@ -6,4 +6,5 @@ from .domain_classifier import DomainClassifier
 from .meta_learner import MetaLearner, joint_encoding_mask, masked_softmax
 from .mkcnet import MKCNet, MKCNetInference, VanillaNet
 from .saqm import SAQM
+from .saqm_ensemble import SAQMEnsemble
 from .vgg import VGGEncoder
