@@ -192,8 +192,10 @@ def _intervals(
     saqm: list[str],
     classic: list[str],
     num_boot: int,
+    unit: str = "source",
 ) -> list[str]:
-    """Markdown: 95 % source-level cluster-bootstrap intervals of the mean within-ladder SROCC (every method), of
+    """Markdown: 95 % cluster-bootstrap intervals (clusters: ``sources``, the source image of each ladder, or with
+    ``unit="crop"`` its pristine crop) of the mean within-ladder SROCC (every method), of
     the SAQM models' margin over the best classic metric and of their difference from the first SAQM model, and of
     each SAQM model's mean per distortion."""
     methods = list(values)
@@ -202,13 +204,24 @@ def _intervals(
     reps = cluster_bootstrap_means(table, clusters, num_boot)
     lo, hi = np.percentile(reps, [2.5, 97.5], axis=0)
     means = table.mean(axis=0)
+    if unit == "crop":
+        text = (
+            f"Percentile intervals of a cluster bootstrap over the {len(set(clusters))} held-out pristine crops "
+            f"({num_boot:,} replicates, seed 0, `--cluster crop`): every ladder of one crop is drawn together. Crops "
+            "of one image share its content (and may overlap), so these intervals are optimistic: read them as the "
+            "spread a different draw of crops and distortion noise could give, not a different image."
+        )
+    else:
+        text = (
+            f"Percentile intervals of a cluster bootstrap over the {len(set(clusters))} held-out source images "
+            f"({num_boot:,} replicates, seed 0): every ladder cut from one source is drawn together, so the crops and "
+            "distortions of one image are not counted as independent evidence. With this few sources the intervals "
+            "are wide: read them as the spread a different draw of test images could give."
+        )
     lines = [
         "## Uncertainty (95 % intervals)",
         "",
-        f"Percentile intervals of a cluster bootstrap over the {len(set(clusters))} held-out source images "
-        f"({num_boot:,} replicates, seed 0): every ladder cut from one source is drawn together, so the crops and "
-        "distortions of one image are not counted as independent evidence. With this few sources the intervals are "
-        "wide: read them as the spread a different draw of test images could give.",
+        text,
         "",
         "| method | mean within-ladder SROCC | 95 % interval |",
         "|---|---|---|",
@@ -241,8 +254,8 @@ def _intervals(
             cells, diff = paired(m, ref)
             lines.append(f"| {m} | {cells} | {np.mean(diff > 0):.2f} |")
     distortions = sorted({d for d, _ in meta.values()})
-    lines += ["", "Per distortion (SAQM models; ladders / sources):", ""]
-    lines += ["| distortion | ladders / sources | " + " | ".join(saqm) + " |", "|---|---|" + "---|" * len(saqm)]
+    lines += ["", f"Per distortion (SAQM models; ladders / {unit}s):", ""]
+    lines += [f"| distortion | ladders / {unit}s | " + " | ".join(saqm) + " |", "|---|---|" + "---|" * len(saqm)]
     for d in distortions:
         keep = [k for k, n in enumerate(names) if meta[n][0] == d]
         sub = [clusters[k] for k in keep]
@@ -576,6 +589,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--select-floor", type=float, default=0.80, help="rule: a family may not fall below this")
     parser.add_argument("--no-speed", action="store_true", help="skip the 512x512 scoring-speed measurement")
     parser.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap replicates of the 95 %% intervals")
+    parser.add_argument(
+        "--cluster",
+        choices=("source", "crop"),
+        default="source",
+        help="bootstrap unit of the intervals: the source image of a ladder (default) or its pristine crop (for a set "
+        "cut from one image, e.g. the us_dense preset)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -638,7 +658,10 @@ def main(argv: list[str] | None = None) -> int:
 
     ladder_names, meta, ladder_values = _ladder_values(items, index, scores)
     per_cell = _by_cell(ladder_names, meta, ladder_values)
-    sources = {it["ladder"]: str(it.get("source", it["ladder"].split("/")[0])) for it in items}
+    if args.cluster == "crop":
+        cluster_of = {it["ladder"]: str(it.get("crop", it["ladder"].split("/")[0])) for it in items}
+    else:
+        cluster_of = {it["ladder"]: str(it.get("source", it["ladder"].split("/")[0])) for it in items}
 
     methods = list(scores)
     saqm_models = ["SAQM", *(spec.partition("=")[0] for spec, _ in specs)]
@@ -715,7 +738,9 @@ def main(argv: list[str] | None = None) -> int:
     for mo in modalities:
         lines.append(f"| {mo} | " + " | ".join(f"{mean_of(m, mod=mo):.3f}" for m in methods) + " |")
     lines.append("")
-    lines += _intervals(ladder_names, meta, ladder_values, sources, saqm_models, wanted, args.bootstrap)
+    lines += _intervals(
+        ladder_names, meta, ladder_values, cluster_of, saqm_models, wanted, args.bootstrap, unit=args.cluster
+    )
     if len(saqm_models) > 1:
         reference = {d: mean_of("SAQM", d) for d in distortions}
         lines += [

@@ -99,6 +99,29 @@ def test_cluster_bootstrap_means_by_hand():
         boot([1.0, float("nan")], ["a", "b"])
 
 
+def test_intervals_by_source_or_by_crop(monkeypatch):
+    """``--cluster``: two ladders of one source image, from two crops, with SROCC 0.2 and 0.8. Clustered by source
+    every replicate is the mean 0.5; clustered by crop a replicate is 0.2, 0.5 or 0.8, so the 95 % interval spans
+    [0.2, 0.8]."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    ladder = _load("iqa_ladder")
+    names = ["c0/speckle", "c1/speckle"]
+    meta = {n: ("speckle_noise", "US") for n in names}
+    values = {"SAQM": np.array([0.2, 0.8])}
+
+    def row(lines: list[str]) -> str:
+        return next(ln for ln in lines if ln.startswith("| speckle_noise |"))
+
+    by_source = ladder._intervals(names, meta, values, {n: "us" for n in names}, ["SAQM"], [], 2000)
+    assert row(by_source) == "| speckle_noise | 2 / 1 | 0.500 [0.500, 0.500] |"
+    assert any("over the 1 held-out source images" in ln for ln in by_source)
+    crops = {n: n.split("/")[0] for n in names}
+    by_crop = ladder._intervals(names, meta, values, crops, ["SAQM"], [], 2000, unit="crop")
+    assert row(by_crop) == "| speckle_noise | 2 / 2 | 0.500 [0.200, 0.800] |"
+    assert any("2 held-out pristine crops" in ln and "optimistic" in ln for ln in by_crop)
+    assert "| distortion | ladders / crops | SAQM |" in by_crop
+
+
 def test_iqa_ladder_tiny_corpus(tmp_path):
     """iqa_ladder.py end to end on the tiny corpus (one held-out source) with an untrained SAQM and one classic
     metric: it writes only its own section (hand-written text after it survives), with degenerate intervals (one

@@ -382,6 +382,33 @@ def test_test2_preset_extends_the_first_test_split():
     assert not train_val & {s.file for s in t2}
 
 
+def test_us_dense_preset_extends_the_test_ultrasound_crops():
+    """``us_dense``: the test ultrasound source alone at 24 crops. Crops are drawn in sequence, so the first 4 of a
+    24-crop draw are the 4 of test 2."""
+    (dense,) = corpus_preset("us_dense")
+    us2 = next(s for s in corpus_preset("test2") if s.modality == "US")
+    assert dense == replace(us2, crops=24) and dense.split == "test"
+    img = np.random.default_rng(1).random((300, 400))
+    four = pc._pick_crops(img, 4, 128, np.random.default_rng(7))
+    many = pc._pick_crops(img, 24, 128, np.random.default_rng(7))
+    assert many[:4] == four and len(set(many)) == 24
+
+
+@pytest.mark.skipif(sources.dicom_path("gdcm-US-ALOKA-16.dcm") is None, reason="pydicom-data not installed")
+def test_us_dense_builds_on_the_real_scan(tmp_path):
+    """On the real ALOKA scan the first 4 crops' speckle ladders are byte-identical to test 2's; 20 more are new."""
+    (dense,) = corpus_preset("us_dense")
+    us2 = next(s for s in corpus_preset("test2") if s.modality == "US")
+    families = {"US": ("speckle_noise",)}
+    build_pretrain_corpus(tmp_path / "d", sources_=(dense,), families=families, log=None)
+    build_pretrain_corpus(tmp_path / "t", sources_=(us2,), families=families, log=None)
+    sha_d = json.loads((tmp_path / "d" / "manifest.json").read_text())["sha256"]
+    sha_t = json.loads((tmp_path / "t" / "manifest.json").read_text())["sha256"]
+    images = [k for k in sha_d if k.endswith(".png")]
+    assert len(images) == 24 * 6 and all(sha_d[k] == sha_t[k] for k in sha_t if k.endswith(".png"))
+    assert len([k for k in sha_t if k.endswith(".png")]) == 4 * 6
+
+
 @pytest.mark.skipif(sources.package_file("dipy/data/files/t1_coronal_slice.npy") is None, reason="dipy not installed")
 def test_dipy_t1_slice_builds(tmp_path):
     """The real dipy T1 slice (256 x 256) gives an MR ladder whose pseudo-MOS falls with the Gibbs level."""

@@ -259,6 +259,12 @@ CORPUS_SOURCES_TEST2: tuple[CorpusSource, ...] = (
     *CORPUS_SOURCES_V1[22:],  # nat_camera, nat_chelsea
 )
 
+#: A dense re-measurement of the test ultrasound image (test split only; ``--preset us_dense``): the ALOKA scan of
+#: the test splits at 24 crops, every ultrasound family. The first 4 crops are those of :data:`CORPUS_SOURCES_TEST2`
+#: (crops are drawn in sequence); the other 20 and their distortions are new draws (distortions are seeded by crop
+#: name). The crops overlap (one 480 x 640 frame). Held-out ultrasound families are otherwise measured on 2-4 ladders.
+CORPUS_SOURCES_US_DENSE: tuple[CorpusSource, ...] = (replace(CORPUS_SOURCES_V1[20], crops=24),)
+
 #: A few-second corpus for tests and smoke runs (one crop of three sources that need no pydicom-data).
 TINY_CORPUS_SOURCES: tuple[CorpusSource, ...] = (
     CorpusSource("nat_astronaut", "natural", "training", "skimage", "astronaut", 1, 256),
@@ -274,7 +280,8 @@ def corpus_preset(name: str) -> tuple[CorpusSource, ...]:
     shipped model's corpus), ``"balanced"`` (:data:`CORPUS_SOURCES_BALANCED`), ``"speckle"``
     (:data:`CORPUS_SOURCES_SPECKLE`), ``"mr"`` (:data:`CORPUS_SOURCES_MR`), ``"mr_plain"``
     (:data:`CORPUS_SOURCES_MR_PLAIN`), ``"test2"``
-    (:data:`CORPUS_SOURCES_TEST2`, a second held-out set) or ``"tiny"`` (:data:`TINY_CORPUS_SOURCES`).
+    (:data:`CORPUS_SOURCES_TEST2`, a second held-out set), ``"us_dense"`` (:data:`CORPUS_SOURCES_US_DENSE`) or
+    ``"tiny"`` (:data:`TINY_CORPUS_SOURCES`).
 
     Raises:
         ValueError: for another name.
@@ -287,6 +294,7 @@ def corpus_preset(name: str) -> tuple[CorpusSource, ...]:
         "mr": CORPUS_SOURCES_MR,
         "mr_plain": CORPUS_SOURCES_MR_PLAIN,
         "test2": CORPUS_SOURCES_TEST2,
+        "us_dense": CORPUS_SOURCES_US_DENSE,
         "tiny": TINY_CORPUS_SOURCES,
     }
     if name not in presets:
@@ -755,7 +763,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m monai_iqad.da
         "--preset",
         default="full",
         help="source list: 'full' (corpus v2), 'v1' (shipped model's), 'balanced', 'speckle', "
-        "'test2' (held-out set 2), 'tiny'",
+        "'mr', 'mr_plain', 'test2' (held-out set 2), 'us_dense' (24 crops of the test ultrasound image), 'tiny'",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=128)
