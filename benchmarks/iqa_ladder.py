@@ -12,8 +12,9 @@ metric of ``monai_iqad.metrics.NR_IQA_METRICS`` available in this checkout, in o
 - the spread of the SAQM scores; SAQM speed (images/s at 512x512, fp32 and bf16 autocast; ``--no-speed`` skips
   it) and each metric's time;
 - 95 % intervals: a cluster bootstrap over the split's *source images* (``--bootstrap`` replicates; every ladder cut
-  from one source is drawn together) of every method's mean within-ladder SROCC, of each SAQM model's paired margin
-  over the best classic metric, and of each SAQM model's mean per distortion.
+  from one source is drawn together; ``--cluster crop``: over pristine crops) of every method's mean within-ladder
+  SROCC, of each SAQM model's paired margin over the best classic metric, and of each SAQM model's mean per distortion
+  and its paired difference from ``--model``'s.
 
 Writes its section (between ``<!-- iqa_ladder:start -->`` and ``<!-- iqa_ladder:end -->``) of ``docs/results_iqa.md``,
 keeping the hand-written analysis around it, and a PNG (mean normalised score vs level, one panel per distortion)
@@ -197,7 +198,7 @@ def _intervals(
     """Markdown: 95 % cluster-bootstrap intervals (clusters: ``sources``, the source image of each ladder, or with
     ``unit="crop"`` its pristine crop) of the mean within-ladder SROCC (every method), of
     the SAQM models' margin over the best classic metric and of their difference from the first SAQM model, and of
-    each SAQM model's mean per distortion."""
+    each SAQM model's mean per distortion and its difference from the first SAQM model's."""
     methods = list(values)
     table = np.stack([values[m] for m in methods], axis=1)
     clusters = [sources[n] for n in names]
@@ -265,6 +266,19 @@ def _intervals(
             r_lo, r_hi = np.percentile(cluster_bootstrap_means(v, sub, num_boot), [2.5, 97.5])
             cells.append(f"{v.mean():.3f} [{r_lo:.3f}, {r_hi:.3f}]")
         lines.append(f"| {d} | {len(keep)} / {len(set(sub))} | " + " | ".join(cells) + " |")
+    if len(saqm) > 1:
+        ref = saqm[0]
+        lines += ["", f"Per distortion, difference from `{ref}`, paired (the same {unit}s drawn for both models):", ""]
+        lines += ["| distortion | " + " | ".join(saqm[1:]) + " |", "|---|" + "---|" * len(saqm[1:])]
+        for d in distortions:
+            keep = [k for k, n in enumerate(names) if meta[n][0] == d]
+            sub = [clusters[k] for k in keep]
+            cells = []
+            for m in saqm[1:]:
+                diff = values[m][keep] - values[ref][keep]
+                r_lo, r_hi = np.percentile(cluster_bootstrap_means(diff, sub, num_boot), [2.5, 97.5])
+                cells.append(f"{diff.mean():+.3f} [{r_lo:+.3f}, {r_hi:+.3f}]")
+            lines.append(f"| {d} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 

@@ -120,6 +120,12 @@ def test_intervals_by_source_or_by_crop(monkeypatch):
     assert row(by_crop) == "| speckle_noise | 2 / 2 | 0.500 [0.200, 0.800] |"
     assert any("2 held-out pristine crops" in ln and "optimistic" in ln for ln in by_crop)
     assert "| distortion | ladders / crops | SAQM |" in by_crop
+    # a second model, 0.1 above on crop c0 and 0.3 above on c1: the paired difference per crop replicate is 0.1, 0.2
+    # or 0.3 (mean 0.2), while each model's own interval spans 0.6
+    values["B"] = np.array([0.3, 1.1])
+    paired = ladder._intervals(names, meta, values, crops, ["SAQM", "B"], [], 2000, unit="crop")
+    head = paired.index("| distortion | B |")
+    assert "paired" in paired[head - 2] and paired[head + 2] == "| speckle_noise | +0.200 [+0.100, +0.300] |"
 
 
 def test_iqa_ladder_tiny_corpus(tmp_path):
