@@ -568,6 +568,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=PATH",
         help="as --compare, for a modality-conditioned checkpoint scored with the modality unknown (zero planes)",
     )
+    parser.add_argument(
+        "--unknown-modality",
+        action="append",
+        default=[],
+        metavar="MODALITY",
+        help="score images of this modality with every modality plane at 0 (unknown), in every modality-conditioned "
+        "model of the run (repeatable; e.g. US)",
+    )
     parser.add_argument("--width", type=float, default=0.125)
     parser.add_argument("--split", default="test")
     parser.add_argument("--bf16", action="store_true", help="score with bf16 autocast")
@@ -619,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     items = load_datalist(datalist, args.split)
     images = unique_items(items)
     paths = [str(it["image"]) for it in images]
-    image_modalities = [it.get("modality") for it in images]
+    image_modalities = [None if it.get("modality") in args.unknown_modality else it.get("modality") for it in images]
     sources_ = list(dict.fromkeys(str(it.get("source")) for it in images))
     index = {p: i for i, p in enumerate(paths)}
     print(f"{len(items)} ladder items, {len(paths)} unique images ({args.split})")
@@ -703,7 +711,13 @@ def main(argv: list[str] | None = None) -> int:
             if compared
             else ""
         )
-        + f", width {args.width}, {'bf16' if args.bf16 else 'fp32'} scoring; torch threads: {args.threads}.",
+        + f", width {args.width}, {'bf16' if args.bf16 else 'fp32'} scoring; torch threads: {args.threads}"
+        + (
+            f"; modality-conditioned models see {', '.join(args.unknown_modality)} images as unknown "
+            "(`--unknown-modality`)."
+            if args.unknown_modality
+            else "."
+        ),
         "",
         "## Summary",
         "",

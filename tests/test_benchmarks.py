@@ -196,6 +196,18 @@ def test_iqa_ladder_tiny_corpus(tmp_path):
     ]  # fmt: skip
     listed = [] if rule["MOD"][1] == "- |" else [b.split(" ")[0] for b in rule["MOD"][1].rstrip(" |").split(", ")]
     assert rule["MOD"][0] == ("breaks" if expected else "passes") and listed == expected
+    # --unknown-modality CT: the conditioned model sees the (CT) test images as unknown, so MOD scores as MODU
+    out2 = tmp_path / "unknown.md"
+    cmd[cmd.index(str(out))] = str(out2)
+    proc = subprocess.run(
+        [*cmd, "--unknown-modality", "CT"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text2 = out2.read_text()
+    assert "models see CT images as unknown (`--unknown-modality`)" in text2
+    summary2 = rows(text2.split("## Summary", 1)[1].split("##", 1)[0])
+    assert summary2["MOD"][:3] == summary2["MODU"][:3] == summary["SAQM"][:3]
 
 
 def test_iqa_ladder_scores_context_and_modality_networks(monkeypatch, tmp_path):
