@@ -392,6 +392,22 @@ def test_medical_distill_overlay_tiny(tmp_path):
 
 
 @pytest.mark.skipif(not HAS_MEDICAL, reason="no medical_saqm_iqa bundle")
+def test_medical_us_unknown_overlay(tmp_path):
+    """``pretrain_us_unknown.json`` (an issue-11 experiment): ultrasound gets the unknown input (all planes 0) in
+    training and validation while the other modalities keep their plane. The tiny corpus has no ultrasound, so the
+    same setting is checked on its validation item (a natural image) with ``unknown_modalities`` = natural."""
+    _, _, workflow = _modality_experiment(tmp_path, "configs/pretrain_us_unknown.json")
+    assert workflow.parser.get_parsed_content("unknown_modalities") == ["US"]
+    item = workflow.parser.get_parsed_content("validate#dataset")[0]
+    assert item["modality"] == "natural" and float(item["image"][3 + 5].min()) == 1.0  # it keeps its plane
+    _, _, unknown = _modality_experiment(
+        tmp_path / "natural", "configs/pretrain_us_unknown.json", unknown_modalities=["natural"]
+    )
+    item = unknown.parser.get_parsed_content("validate#dataset")[0]
+    assert item["image"].shape[0] == 9 and torch.count_nonzero(item["image"][3:]) == 0
+
+
+@pytest.mark.skipif(not HAS_MEDICAL, reason="no medical_saqm_iqa bundle")
 def test_medical_context_overlay_tiny(tmp_path):
     """``pretrain_context.json`` on top of ``pretrain_modality.json`` (an issue-11 experiment): SAQM with 3 + 2 + 6
     input channels (the luminance's local mean and std that LCN removes, then the modality planes), warm-started with

@@ -71,3 +71,22 @@ def test_saqm_preprocessing_appends_planes_after_normalisation(tmp_path):
     )
     assert len(patches) == 2 and all(p["image"].shape == (9, 32, 32) for p in patches)
     assert all(float(p["image"][6].min()) == 1.0 for p in patches)
+
+
+def test_modalities_forced_to_unknown():
+    """``unknown``: a listed modality keeps its plane slot but is always encoded as unknown (all zero), by name or
+    DICOM code; the others keep their one-hot plane; the dict transform and ``saqm_preprocessing`` pass it on."""
+    img = torch.zeros(1, 2, 2)
+    t = ModalityChannels(SAQM_MODALITIES, unknown=("US",))
+    assert torch.count_nonzero(t(img, "US")) == 0 and torch.count_nonzero(t(img, "us")) == 0
+    assert torch.equal(t(img, "CT")[1:, 0, 0], torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0, 0.0]))
+    by_code = ModalityChannels(SAQM_MODALITIES, unknown="DX")  # DX is an alias of CR: CR becomes unknown
+    assert torch.count_nonzero(by_code(img, "CR")) == 0 and torch.count_nonzero(by_code(img, "MR")) == 4
+    assert ModalityChannels(SAQM_MODALITIES, unknown=("NM",)).unknown == set()  # no plane: already unknown
+    d = ModalityChannelsd("image", unknown=("US",))({"image": img, "modality": "US"})
+    assert d["image"].shape == (7, 2, 2) and torch.count_nonzero(d["image"]) == 0
+    path = dicom_file("CT_small.dcm")
+    pre = saqm_preprocessing(train=False, modalities=SAQM_MODALITIES, unknown_modalities=["CT"])
+    assert torch.count_nonzero(pre({"image": path})["image"][3:]) == 0  # CT from the DICOM header, forced unknown
+    keep = saqm_preprocessing(train=False, modalities=SAQM_MODALITIES)({"image": path})["image"]
+    assert float(keep[4].min()) == 1.0

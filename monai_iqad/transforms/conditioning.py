@@ -40,12 +40,19 @@ class ModalityChannels(Transform):
 
     Args:
         modalities: plane order. Defaults to :data:`SAQM_MODALITIES`.
+        unknown: modalities always encoded as unknown (all planes 0) although they have a plane, e.g. ``("US",)``
+            so that ultrasound is learnt and scored through the unknown input rather than a plane tied to the
+            training scanners (issue 11, ``docs/saqm.md``). Names as for ``modality`` (DICOM codes and aliases
+            apply). Defaults to none.
     """
 
-    def __init__(self, modalities: Sequence[str] = SAQM_MODALITIES) -> None:
+    def __init__(self, modalities: Sequence[str] = SAQM_MODALITIES, unknown: Sequence[str] = ()) -> None:
         if not modalities:
             raise ValueError("ModalityChannels needs at least one modality.")
         self.modalities = tuple(str(m) for m in modalities)
+        if isinstance(unknown, str):
+            unknown = (unknown,)
+        self.unknown = {modality_index(m, self.modalities) for m in unknown} - {None}
 
     def __call__(self, img: torch.Tensor, modality: str | None = None) -> torch.Tensor:
         """
@@ -58,7 +65,7 @@ class ModalityChannels(Transform):
         """
         planes = torch.zeros((len(self.modalities), *img.shape[1:]), dtype=img.dtype, device=img.device)
         i = modality_index(modality, self.modalities)
-        if i is not None:
+        if i is not None and i not in self.unknown:
             planes[i] = 1
         out = torch.cat([torch.as_tensor(img), planes], dim=0)
         if isinstance(img, MetaTensor):
@@ -76,6 +83,7 @@ class ModalityChannelsd(MapTransform):
         keys: image keys.
         modalities: plane order. Defaults to :data:`SAQM_MODALITIES`.
         modality_key: data key of the modality.
+        unknown: modalities always encoded as unknown (see :class:`ModalityChannels`).
         allow_missing_keys: don't raise when an image key is missing.
     """
 
@@ -84,10 +92,11 @@ class ModalityChannelsd(MapTransform):
         keys: KeysCollection,
         modalities: Sequence[str] = SAQM_MODALITIES,
         modality_key: str = "modality",
+        unknown: Sequence[str] = (),
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.channels = ModalityChannels(modalities)
+        self.channels = ModalityChannels(modalities, unknown)
         self.modality_key = modality_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:

@@ -353,6 +353,7 @@ def saqm_preprocessing(
     modalities: Sequence[str] | None = None,
     modality_key: str = "modality",
     contrast_context: bool = False,
+    unknown_modalities: Sequence[str] = (),
 ) -> Compose:
     """Preprocessing for SAQM (patch-based IQA): load → channels → bit-depth scaling → patches → MOS to [0, 1].
 
@@ -385,6 +386,8 @@ def saqm_preprocessing(
         contrast_context: append the luminance's local mean and standard deviation (what LCN removes) as two
             channels after the image's (``LocalContrastNormalize(context=True)``); the network then has
             ``channels + 2`` (+ modality planes) input channels. Needs ``local_contrast``. Default off (the paper).
+        unknown_modalities: modalities given the unknown input (all planes 0) although ``modalities`` lists them
+            (e.g. ``["US"]``; :class:`~monai_iqad.transforms.ModalityChannels`). Default none.
 
     Returns:
         A ``Compose``.
@@ -408,7 +411,7 @@ def saqm_preprocessing(
     if local_contrast:
         xs.append(LocalContrastNormalized(k, kernel_size=lcn_kernel_size, eps=lcn_eps, context=contrast_context))
     if modalities is not None:
-        xs.append(ModalityChannelsd(k, modalities=modalities, modality_key=modality_key))
+        xs.append(ModalityChannelsd(k, modalities=modalities, modality_key=modality_key, unknown=unknown_modalities))
     if train:
         xs.append(RandSpatialCropSamplesd(k, roi_size=(p, p), num_samples=int(num_patches), random_size=False))
     xs.append(EnsureTyped(k, dtype=torch.float32))
