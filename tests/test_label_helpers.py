@@ -330,6 +330,7 @@ def test_bundle_kind_from_the_network_class(tmp_path):
     _bundle(tmp_path, "vanilla", {"_target_": "monai_iqad.networks.VanillaNet", "num_diagnosis": 2})  # no "MKCNet"
     _bundle(tmp_path, "wrapped", {"_target_": "monai_iqad.networks.MKCNetInference", "net": mk})
     _bundle(tmp_path, "expression", "$monai_iqad.networks.SAQM(width=0.0625)")  # no _target_: built, then typed
+    _bundle(tmp_path, "ensemble", {"_target_": "monai_iqad.networks.SAQMEnsemble", "members": 2, "width": 0.0625})
     _bundle(tmp_path, "densenet", {"_target_": "DenseNet121", "spatial_dims": 2, "in_channels": 1, "out_channels": 1})
     # an SAQM named inside another module's network is still that module's kind, not "saqm"
     _bundle(
@@ -339,7 +340,7 @@ def test_bundle_kind_from_the_network_class(tmp_path):
     )
     _bundle(tmp_path, "unknown", {"_target_": "no.such.Net"})
     kinds = {name: spec.kind for name, spec in discover_bundles(tmp_path).items()}
-    assert kinds == {"vanilla": "mkcnet", "wrapped": "mkcnet", "expression": "saqm"}
+    assert kinds == {"vanilla": "mkcnet", "wrapped": "mkcnet", "expression": "saqm", "ensemble": "saqm"}
     assert network_kind(torch.nn.Linear(1, 1)) is None and network_kind(SAQM) == "saqm"
 
 

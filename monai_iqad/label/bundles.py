@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from monai_iqad.networks import SAQM, MKCNet, MKCNetInference, VanillaNet
+from monai_iqad.networks import SAQM, MKCNet, MKCNetInference, SAQMEnsemble, VanillaNet
 from monai_iqad.utils.config import as_bool
 
 from .results import HEADS
@@ -46,9 +46,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Bundle kind of each network class served: SAQM → image quality score, MKCNet (and its baselines) → diagnosis +
-#: quality grade. A ``network_def`` whose class derives from one of these gets that kind.
-NETWORK_KINDS: dict[str, tuple[type, ...]] = {"saqm": (SAQM,), "mkcnet": (MKCNet, VanillaNet, MKCNetInference)}
+#: Bundle kind of each network class served: SAQM (or an ensemble of SAQMs) → image quality score, MKCNet (and its
+#: baselines) → diagnosis + quality grade. A ``network_def`` whose class derives from one of these gets that kind.
+NETWORK_KINDS: dict[str, tuple[type, ...]] = {
+    "saqm": (SAQM, SAQMEnsemble),
+    "mkcnet": (MKCNet, VanillaNet, MKCNetInference),
+}
 KINDS = tuple(NETWORK_KINDS)
 WEIGHTS_MISSING = "missing: train the bundle first"
 
