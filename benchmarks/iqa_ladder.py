@@ -255,10 +255,11 @@ def _intervals(
             cells, diff = paired(m, ref)
             lines.append(f"| {m} | {cells} | {np.mean(diff > 0):.2f} |")
     distortions = sorted({d for d, _ in meta.values()})
+    keep_of = {d: [k for k, n in enumerate(names) if meta[n][0] == d] for d in distortions}
     lines += ["", f"Per distortion (SAQM models; ladders / {unit}s):", ""]
     lines += [f"| distortion | ladders / {unit}s | " + " | ".join(saqm) + " |", "|---|---|" + "---|" * len(saqm)]
     for d in distortions:
-        keep = [k for k, n in enumerate(names) if meta[n][0] == d]
+        keep = keep_of[d]
         sub = [clusters[k] for k in keep]
         cells = []
         for m in saqm:
@@ -271,7 +272,7 @@ def _intervals(
         lines += ["", f"Per distortion, difference from `{ref}`, paired (the same {unit}s drawn for both models):", ""]
         lines += ["| distortion | " + " | ".join(saqm[1:]) + " |", "|---|" + "---|" * len(saqm[1:])]
         for d in distortions:
-            keep = [k for k, n in enumerate(names) if meta[n][0] == d]
+            keep = keep_of[d]
             sub = [clusters[k] for k in keep]
             cells = []
             for m in saqm[1:]:
@@ -627,7 +628,11 @@ def main(argv: list[str] | None = None) -> int:
     items = load_datalist(datalist, args.split)
     images = unique_items(items)
     paths = [str(it["image"]) for it in images]
-    image_modalities = [None if it.get("modality") in args.unknown_modality else it.get("modality") for it in images]
+    # --unknown-modality: the same encoding as the bundle id unknown_modalities (ModalityChannels(unknown=...))
+    encoding = ModalityChannels(SAQM_MODALITIES, unknown=args.unknown_modality)
+    image_modalities = [
+        it.get("modality") if encoding.plane_of(it.get("modality")) is not None else None for it in images
+    ]
     sources_ = list(dict.fromkeys(str(it.get("source")) for it in images))
     index = {p: i for i, p in enumerate(paths)}
     print(f"{len(items)} ladder items, {len(paths)} unique images ({args.split})")

@@ -83,6 +83,7 @@ def test_modalities_forced_to_unknown():
     by_code = ModalityChannels(SAQM_MODALITIES, unknown="DX")  # DX is an alias of CR: CR becomes unknown
     assert torch.count_nonzero(by_code(img, "CR")) == 0 and torch.count_nonzero(by_code(img, "MR")) == 4
     assert ModalityChannels(SAQM_MODALITIES, unknown=("NM",)).unknown == set()  # no plane: already unknown
+    assert (t.plane_of("US"), t.plane_of("CT"), t.plane_of("NM"), t.plane_of(None)) == (None, 1, None, None)
     d = ModalityChannelsd("image", unknown=("US",))({"image": img, "modality": "US"})
     assert d["image"].shape == (7, 2, 2) and torch.count_nonzero(d["image"]) == 0
     path = dicom_file("CT_small.dcm")

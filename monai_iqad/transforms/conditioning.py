@@ -54,6 +54,12 @@ class ModalityChannels(Transform):
             unknown = (unknown,)
         self.unknown = {modality_index(m, self.modalities) for m in unknown} - {None}
 
+    def plane_of(self, modality: str | None) -> int | None:
+        """Index of the plane set to 1 for ``modality``, or ``None`` when it is encoded as unknown (``None``, not
+        listed, or forced by ``unknown``)."""
+        i = modality_index(modality, self.modalities)
+        return None if i in self.unknown else i
+
     def __call__(self, img: torch.Tensor, modality: str | None = None) -> torch.Tensor:
         """
         Args:
@@ -64,8 +70,8 @@ class ModalityChannels(Transform):
             (C + len(modalities), H, W), same type, dtype and meta as ``img``.
         """
         planes = torch.zeros((len(self.modalities), *img.shape[1:]), dtype=img.dtype, device=img.device)
-        i = modality_index(modality, self.modalities)
-        if i is not None and i not in self.unknown:
+        i = self.plane_of(modality)
+        if i is not None:
             planes[i] = 1
         out = torch.cat([torch.as_tensor(img), planes], dim=0)
         if isinstance(img, MetaTensor):
