@@ -52,7 +52,7 @@ from bench_utils import cluster_bootstrap_means, write_section  # noqa: E402
 
 from monai_iqad.data import load_datalist  # noqa: E402
 from monai_iqad.demo.pretrain_corpus import build_pretrain_corpus, unique_items  # noqa: E402
-from monai_iqad.networks import SAQM, SAQMEnsemble  # noqa: E402
+from monai_iqad.networks import SAQM, SAQMEnsemble, SAQMRouter  # noqa: E402
 from monai_iqad.transforms import (  # noqa: E402
     SAQM_MODALITIES,
     LocalContrastNormalize,
@@ -71,12 +71,15 @@ def _classic_metrics() -> dict:
     return dict(NR_IQA_METRICS)
 
 
-def _load_saqm(path: Path, width: float) -> SAQM | SAQMEnsemble:
-    """A SAQM checkpoint, or a :class:`SAQMEnsemble` one (keys ``members.k.*``); the input channels (3, + 2
-    contrast-context planes, + modality planes) are read from the first convolution."""
+def _load_saqm(path: Path, width: float) -> SAQM | SAQMEnsemble | SAQMRouter:
+    """A SAQM checkpoint, a :class:`SAQMEnsemble` one (keys ``members.k.*``) or a :class:`SAQMRouter` one (keys
+    ``route``, ``experts.k.*``); the input channels (3, + 2 contrast-context planes, + modality planes) are read from
+    the first convolution."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
+    if "route" in state:
+        return SAQMRouter.from_state_dict(state, width=width).eval()
     if "members.0.attention.query.0.weight" in state:
         n = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("members."))
         in_channels = int(state["members.0.attention.query.0.weight"].shape[1])
@@ -535,6 +538,30 @@ def _ensemble(members: list[str], out: str, judge, width: float) -> int:
     return 0
 
 
+def _router(experts: list[str], routes: list[str], out: str, width: float) -> int:
+    """Write a :class:`SAQMRouter` of the checkpoints ``experts`` (expert 0: unknown and unrouted modalities) with the
+    routes ``MODALITY=K`` to ``out``; nothing is scored (judge it with ``--select`` / ``--model``)."""
+    from monai_iqad.utils.io import atomic_torch_save
+
+    table: dict[str, int] = {}
+    for r in routes:
+        name, sep, k = r.partition("=")
+        if not sep or not k.strip().isdigit():
+            raise ValueError(f"--route {r!r}: expected MODALITY=K, e.g. CT=1.")
+        table[name.strip()] = int(k)
+    states = []
+    for p in experts:
+        net = _load_saqm(Path(p), width)
+        if not isinstance(net, SAQM):
+            raise ValueError(f"--router {p}: an expert must be a single SAQM checkpoint, got {type(net).__name__}.")
+        states.append(net.state_dict())
+    router = SAQMRouter.from_state_dicts(states, routes=table, width=width)
+    atomic_torch_save(router.state_dict(), out)
+    routed = ", ".join(f"{m} -> {router.expert_of(m)}" for m in (*SAQM_MODALITIES, None))
+    print(f"router of {len(states)} experts ({', '.join(experts)}; {routed}) -> {out}")
+    return 0
+
+
 def _rel(path: str | os.PathLike) -> str:
     """``path`` relative to the repository when it is inside it."""
     p = Path(path).resolve()
@@ -608,6 +635,18 @@ def main(argv: list[str] | None = None) -> int:
         "--ensemble-out",
     )
     parser.add_argument("--ensemble-out", default=None, help="where --ensemble writes the ensemble's weights")
+    parser.add_argument(
+        "--router",
+        nargs="+",
+        default=None,
+        help="router-building mode (no scoring): SAQM checkpoints, the experts 0, 1, ... of a SAQMRouter (expert 0 "
+        "scores unknown and unrouted modalities), with --route and --router-out; judge the result with --select, "
+        "--model or --compare",
+    )
+    parser.add_argument(
+        "--route", nargs="*", default=[], metavar="MODALITY=K", help="with --router: modality MODALITY to expert K"
+    )
+    parser.add_argument("--router-out", default=None, help="where --router writes the router's weights")
     parser.add_argument("--select-max-drop", type=float, default=0.05, help="rule: largest loss of a family")
     parser.add_argument("--select-floor", type=float, default=0.80, help="rule: a family may not fall below this")
     parser.add_argument("--no-speed", action="store_true", help="skip the 512x512 scoring-speed measurement")
@@ -621,6 +660,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.router:
+        if not args.router_out:
+            parser.error("--router needs --router-out")
+        return _router(args.router, args.route, args.router_out, args.width)
 
     datalist = Path(args.corpus) / "datalist.json"
     if not datalist.exists():

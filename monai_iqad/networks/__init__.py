@@ -12,5 +12,6 @@ from .nets.meta_learner import MetaLearner, joint_encoding_mask, masked_softmax
 from .nets.mkcnet import MKCNet, MKCNetInference, VanillaNet
 from .nets.saqm import SAQM
 from .nets.saqm_ensemble import SAQMEnsemble
+from .nets.saqm_router import SAQMRouter
 from .nets.vgg import VGGEncoder
 from .utils import average_state_dicts, frozen_copy, load_with_added_input_channels

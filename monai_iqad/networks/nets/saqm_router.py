@@ -1,0 +1,229 @@
+"""A modality router of SAQM networks: each image is scored by the expert of its modality."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+from monai_iqad.transforms.conditioning import SAQM_MODALITIES, modality_index
+
+from .saqm import SAQM
+
+__all__ = ["SAQMRouter"]
+
+
+class SAQMRouter(nn.Module):
+    """
+    SAQM experts chosen per image by its modality: the input is a modality-conditioned SAQM input, ``image_channels``
+    image channels followed by the ``len(modalities)`` one-hot modality planes of
+    :class:`monai_iqad.transforms.ModalityChannels` (all zero: unknown modality). Image ``b`` is scored by expert
+    ``routes[modality of b]``, or by expert ``default`` when its modality is unknown or not in ``routes``.
+
+    An expert with ``image_channels + len(modalities)`` input channels (a modality-conditioned SAQM) gets the whole
+    input; an expert with at most ``image_channels`` channels gets the first ones of the image part only (e.g. an
+    unconditioned SAQM, 3 channels, without the modality planes and contrast-context planes). The route is a buffer of
+    the state dict (``route``: expert per modality plane, the last entry for "unknown"), so a saved router scores as it
+    was built; the weights of expert ``k`` are the keys ``experts.k.*`` (:meth:`expert_state_dict` extracts them as a
+    plain SAQM state dict, e.g. to fine-tune one expert).
+
+    Why (issue 11, ``docs/saqm.md``): the shipped SAQM keeps ultrasound families that every retrained, conditioned
+    model lost on the test scanner, while those models gain on CR, CT and MR; a router scores ultrasound and
+    unknown-modality images with the former and the rest with the latter, at the cost of one expert's forward per image.
+    This is an inference model (no ``patch_level`` / ``return_features`` outputs): train the experts as SAQM, then
+    route them.
+    """
+
+    def __init__(
+        self,
+        expert_channels: Sequence[int] = (3, 3 + len(SAQM_MODALITIES)),
+        routes: Mapping[str, int] | None = None,
+        default: int = 0,
+        modalities: Sequence[str] = SAQM_MODALITIES,
+        image_channels: int = 3,
+        **saqm_kwargs,
+    ) -> None:
+        """
+        Args:
+            expert_channels: input channels of each expert (one :class:`SAQM` per entry): ``image_channels +
+                len(modalities)`` (gets the whole input) or at most ``image_channels`` (gets that many leading image
+                channels). Defaults to an unconditioned and a conditioned expert, ``(3, 9)``.
+            routes: expert index per modality name (case-insensitive; DICOM codes such as ``DX`` read as in
+                :func:`monai_iqad.transforms.conditioning.modality_index`). Modalities not listed, and unknown ones,
+                go to ``default``. Defaults to none (every image to ``default``).
+            default: expert of unknown and unrouted modalities. Defaults to 0.
+            modalities: plane order of the input's modality planes. Defaults to :data:`SAQM_MODALITIES`.
+            image_channels: channels before the modality planes (3, or 5 with the contrast-context planes).
+            saqm_kwargs: arguments of every expert's :class:`SAQM` (``width``, ``patch_size``, ...).
+
+        Raises:
+            ValueError: When there is no expert, an expert's channel count fits neither input form, ``default`` or a
+                route is not an expert index, or a routed modality is not one of ``modalities``.
+        """
+        super().__init__()
+        if not expert_channels:
+            raise ValueError("SAQMRouter needs at least one expert.")
+        if not modalities:
+            raise ValueError("SAQMRouter needs at least one modality plane.")
+        self.modalities = tuple(str(m) for m in modalities)
+        self.image_channels = int(image_channels)
+        self.in_channels = self.image_channels + len(self.modalities)
+        n = len(expert_channels)
+        for k, c in enumerate(expert_channels):
+            if not (1 <= int(c) <= self.image_channels or int(c) == self.in_channels):
+                raise ValueError(
+                    f"SAQMRouter expert {k}: {c} input channels fits neither the whole input ({self.in_channels} = "
+                    f"{self.image_channels} image channels + {len(self.modalities)} modality planes) nor at most the "
+                    f"{self.image_channels} image channels."
+                )
+        if not 0 <= default < n:
+            raise ValueError(f"SAQMRouter: default expert {default} is not in [0, {n - 1}].")
+        table = [int(default)] * (len(self.modalities) + 1)  # the last entry: unknown modality
+        for name, k in (routes or {}).items():
+            i = modality_index(name, self.modalities)
+            if i is None:
+                raise ValueError(f"SAQMRouter: routed modality {name!r} is not one of {list(self.modalities)}.")
+            if not 0 <= int(k) < n:
+                raise ValueError(f"SAQMRouter: modality {name!r} is routed to expert {k}, not in [0, {n - 1}].")
+            table[i] = int(k)
+        self.register_buffer("route", torch.tensor(table, dtype=torch.long))
+        self.experts = nn.ModuleList(SAQM(in_channels=int(c), **saqm_kwargs) for c in expert_channels)
+        first = self.experts[0]
+        self.patch_size, self.stride = first.patch_size, first.stride
+
+    @classmethod
+    def from_state_dicts(
+        cls, states: Sequence[Mapping[str, torch.Tensor]], routes: Mapping[str, int] | None = None, **kwargs
+    ) -> SAQMRouter:
+        """A router whose expert ``k`` has the SAQM weights ``states[k]``.
+
+        The experts' input channels are read from their weights; ``image_channels`` defaults to those of a
+        conditioned expert (more input channels than modality planes) minus ``len(modalities)``, else 3.
+
+        Args:
+            states: one SAQM state dict per expert.
+            routes: as :meth:`__init__`.
+            kwargs: the other arguments of :meth:`__init__` (``default``, ``width``...), except ``expert_channels``.
+
+        Raises:
+            ValueError: When ``states`` is empty, or a state dict does not fit its expert (the message names its index).
+        """
+        if not states:
+            raise ValueError("SAQMRouter.from_state_dicts: no state dict given.")
+        channels = [int(s["attention.query.0.weight"].shape[1]) for s in states]
+        n_planes = len(kwargs.get("modalities", SAQM_MODALITIES))
+        conditioned = [c - n_planes for c in channels if c > n_planes]
+        kwargs.setdefault("image_channels", conditioned[0] if conditioned else 3)
+        net = cls(expert_channels=channels, routes=routes, **kwargs)
+        for k, (expert, state) in enumerate(zip(net.experts, states)):
+            try:
+                expert.load_state_dict(state)
+            except RuntimeError as e:
+                raise ValueError(f"SAQMRouter expert {k}: the state dict does not fit its SAQM: {e}") from e
+        return net
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, torch.Tensor], **kwargs) -> SAQMRouter:
+        """The router saved in ``state`` (a :class:`SAQMRouter` state dict): its experts and route.
+
+        Args:
+            state: a router state dict (keys ``route`` and ``experts.k.*``).
+            kwargs: the other arguments of :meth:`__init__` (``width``, ``modalities``...).
+
+        Raises:
+            ValueError: When ``state`` is not a router state dict, or does not fit the architecture.
+        """
+        ids = {int(key.split(".")[1]) for key in state if key.startswith("experts.")}
+        if "route" not in state or not ids or ids != set(range(len(ids))):
+            raise ValueError("not a SAQMRouter state dict: expected the keys 'route', 'experts.0.*', 'experts.1.*'...")
+        net = cls.from_state_dicts([cls.expert_state_dict(state, k) for k in range(len(ids))], **kwargs)
+        route = state["route"]
+        if route.shape != net.route.shape or bool(((route < 0) | (route >= len(ids))).any()):
+            raise ValueError(
+                f"the SAQMRouter state dict's route {route.tolist()} does not fit {len(net.modalities)} modality "
+                f"planes (+ unknown) and {len(ids)} experts."
+            )
+        net.route.copy_(route)
+        return net
+
+    @staticmethod
+    def expert_state_dict(state: Mapping[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+        """The plain SAQM state dict of expert ``k`` in a router's ``state`` (keys ``experts.k.*``, prefix removed).
+
+        Raises:
+            KeyError: When ``state`` has no expert ``k``.
+        """
+        prefix = f"experts.{k}."
+        out = {key[len(prefix) :]: v for key, v in state.items() if key.startswith(prefix)}
+        if not out:
+            raise KeyError(f"the router state dict has no expert {k} (no key starts with {prefix!r}).")
+        return out
+
+    def expert_of(self, modality: str | None) -> int:
+        """The expert that scores images of ``modality`` (``None`` or unlisted: the default one)."""
+        i = modality_index(modality, self.modalities)
+        return int(self.route[len(self.modalities) if i is None else i])
+
+    @torch.jit.export
+    def modality_planes(self, x: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            x: inputs (B, in_channels, H, W).
+
+        Returns:
+            (B,) plane index of each image's modality, ``len(modalities)`` for unknown (all planes 0).
+
+        Raises:
+            ValueError: When ``x`` has the wrong shape, or its modality planes are not constant one-hot planes.
+        """
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"SAQMRouter expects (B, {self.in_channels}, H, W) inputs ({self.image_channels} image channels + "
+                f"{len(self.modalities)} modality planes), got shape {list(x.shape)}."
+            )
+        planes = x[:, self.image_channels :].float()
+        flat = planes.flatten(2)
+        level = flat.mean(dim=2)  # (B, M)
+        if bool(((flat - level[..., None]).abs() > 1e-3).any()) or bool(
+            ((level - level.round()).abs() > 1e-3).any() or (level.round().sum(dim=1) > 1).any()
+        ):
+            raise ValueError("SAQMRouter: the modality planes are not constant one-hot planes (0 or 1, at most one 1).")
+        value, index = level.max(dim=1)
+        return torch.where(value > 0.5, index, torch.full_like(index, len(self.modalities)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            x: inputs (B, in_channels, H, W), H and W at least ``patch_size``.
+
+        Returns:
+            Image scores (B, 1) in [0, 1], each from its modality's expert (the mean of :meth:`score_map`).
+        """
+        return self.score_map(x).mean(dim=(2, 3))
+
+    @torch.jit.export
+    def score_map(self, x: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            x: inputs (B, in_channels, H, W).
+
+        Returns:
+            (B, 1, nh, nw) patch scores, each image's from its expert's :meth:`SAQM.score_map`.
+        """
+        chosen = self.route[self.modality_planes(x)]  # (B,) expert per image
+        out = torch.empty(0, device=x.device)
+        started = False
+        for k, expert in enumerate(self.experts):
+            idx = (chosen == k).nonzero().view(-1)
+            if idx.numel() > 0:  # (no `continue`: TorchScript unrolls loops over a ModuleList)
+                xk = x.index_select(0, idx)
+                c = expert.in_channels
+                if c != self.in_channels:
+                    xk = xk[:, :c]
+                maps = expert.score_map(xk)
+                if not started:
+                    out = maps.new_zeros([x.shape[0], maps.shape[1], maps.shape[2], maps.shape[3]])
+                    started = True
+                out = out.index_copy(0, idx, maps)
+        return out
