@@ -331,6 +331,7 @@ def test_bundle_kind_from_the_network_class(tmp_path):
     _bundle(tmp_path, "wrapped", {"_target_": "monai_iqad.networks.MKCNetInference", "net": mk})
     _bundle(tmp_path, "expression", "$monai_iqad.networks.SAQM(width=0.0625)")  # no _target_: built, then typed
     _bundle(tmp_path, "ensemble", {"_target_": "monai_iqad.networks.SAQMEnsemble", "members": 2, "width": 0.0625})
+    _bundle(tmp_path, "router", {"_target_": "monai_iqad.networks.SAQMRouter", "routes": {"CT": 1}, "width": 0.0625})
     _bundle(tmp_path, "densenet", {"_target_": "DenseNet121", "spatial_dims": 2, "in_channels": 1, "out_channels": 1})
     # an SAQM named inside another module's network is still that module's kind, not "saqm"
     _bundle(
@@ -340,7 +341,13 @@ def test_bundle_kind_from_the_network_class(tmp_path):
     )
     _bundle(tmp_path, "unknown", {"_target_": "no.such.Net"})
     kinds = {name: spec.kind for name, spec in discover_bundles(tmp_path).items()}
-    assert kinds == {"vanilla": "mkcnet", "wrapped": "mkcnet", "expression": "saqm", "ensemble": "saqm"}
+    assert kinds == {
+        "vanilla": "mkcnet",
+        "wrapped": "mkcnet",
+        "expression": "saqm",
+        "ensemble": "saqm",
+        "router": "saqm",
+    }
     assert network_kind(torch.nn.Linear(1, 1)) is None and network_kind(SAQM) == "saqm"
 
 
@@ -424,6 +431,43 @@ def test_load_inference_model_weights(tmp_path):
     assert float(grid.mean()) == pytest.approx(float(score), abs=1e-5)
     with pytest.raises(WeightsMismatchError, match="overlays"):
         load_inference_model(spec)  # full width: the tiny weights do not fit
+
+
+def test_router_bundle_scores_each_image_with_its_modality_expert(tmp_path):
+    """A quality bundle whose network is a :class:`SAQMRouter`: its preprocessing appends the modality planes (from
+    the item's ``modality``; none = unknown), and each image is scored by its modality's expert."""
+    from monai_iqad.networks import SAQMRouter
+
+    root = _copy_bundle("medical_saqm_iqa", tmp_path)
+    router = {
+        "_target_": "monai_iqad.networks.SAQMRouter",
+        "expert_channels": [3, 9],
+        "routes": {"CT": 1},
+        "width": "@width",
+        "patch_size": "@patch_size",
+    }
+    overlay = {"width": 0.0625, "modalities": "$monai_iqad.transforms.SAQM_MODALITIES", "network_def": router}
+    (root / "configs" / "router.json").write_text(json.dumps(overlay))
+    spec = discover_bundles(tmp_path)["medical_saqm_iqa"]
+    built = load_inference_model(spec, ["router.json"], require_weights=False)
+    assert spec.kind == "saqm" and isinstance(built.network, SAQMRouter)
+    torch.manual_seed(0)
+    for expert in built.network.experts:  # distinct, non-trivial experts
+        with torch.no_grad():
+            expert.attention.gamma.fill_(0.7)
+    (root / "models").mkdir(exist_ok=True)
+    torch.save(built.network.state_dict(), root / "models" / "model.pt")
+    loaded = load_inference_model(spec, ["router.json"])
+    net = loaded.network.eval()
+    png = _png(tmp_path)
+    for modality, k in ((None, 0), ("CT", 1), ("US", 0)):
+        item = {"image": png} if modality is None else {"image": png, "modality": modality}
+        x = loaded.preprocessing(item)["image"][None]
+        assert x.shape[1] == 9
+        expert = net.experts[k]
+        with torch.no_grad():
+            want = expert(x if expert.in_channels == 9 else x[:, :3])
+            torch.testing.assert_close(net(x), want, rtol=0, atol=1e-6)
 
 
 def _png(tmp_path: Path) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from monai_iqad.networks import SAQM, MKCNet, MKCNetInference, SAQMEnsemble, VanillaNet
+from monai_iqad.networks import SAQM, MKCNet, MKCNetInference, SAQMEnsemble, SAQMRouter, VanillaNet
 from monai_iqad.utils.config import as_bool
 
 from .results import HEADS
@@ -46,10 +46,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Bundle kind of each network class served: SAQM (or an ensemble of SAQMs) → image quality score, MKCNet (and its
-#: baselines) → diagnosis + quality grade. A ``network_def`` whose class derives from one of these gets that kind.
+#: Bundle kind of each network class served: SAQM (or an ensemble or a modality router of SAQMs) → image quality
+#: score, MKCNet (and its baselines) → diagnosis + quality grade. A ``network_def`` whose class derives from one of
+#: these gets that kind.
 NETWORK_KINDS: dict[str, tuple[type, ...]] = {
-    "saqm": (SAQM, SAQMEnsemble),
+    "saqm": (SAQM, SAQMEnsemble, SAQMRouter),
     "mkcnet": (MKCNet, VanillaNet, MKCNetInference),
 }
 KINDS = tuple(NETWORK_KINDS)
