@@ -409,6 +409,28 @@ def test_us_dense_builds_on_the_real_scan(tmp_path):
     assert len([k for k in sha_t if k.endswith(".png")]) == 4 * 6
 
 
+def test_mr_dense_preset_extends_the_test1_mr_crops():
+    """``mr_dense``: the first test split's MR source alone (same file, same display size) at 24 crops."""
+    (dense,) = corpus_preset("mr_dense")
+    (mr1,) = (s for s in corpus_preset("v1") if s.split == "test" and s.modality == "MR")
+    assert dense == replace(mr1, crops=24) and not dense.native and dense.split == "test"
+
+
+@pytest.mark.skipif(sources.dicom_path("MR-SIEMENS-DICOM-WithOverlays.dcm") is None, reason="test MR not found")
+def test_mr_dense_builds_on_the_real_scan(tmp_path):
+    """On the real abdominal MR the first 2 crops' Rician ladders are byte-identical to the first test split's."""
+    (dense,) = corpus_preset("mr_dense")
+    (mr1,) = (s for s in corpus_preset("v1") if s.split == "test" and s.modality == "MR")
+    families = {"MR": ("rician_noise",)}
+    build_pretrain_corpus(tmp_path / "d", sources_=(replace(dense, crops=5),), families=families, log=None)
+    build_pretrain_corpus(tmp_path / "t", sources_=(mr1,), families=families, log=None)
+    sha_d = json.loads((tmp_path / "d" / "manifest.json").read_text())["sha256"]
+    sha_t = json.loads((tmp_path / "t" / "manifest.json").read_text())["sha256"]
+    pngs = [k for k in sha_t if k.endswith(".png")]
+    assert len(pngs) == 2 * 6 and all(sha_d[k] == sha_t[k] for k in pngs)
+    assert len([k for k in sha_d if k.endswith(".png")]) == 5 * 6
+
+
 @pytest.mark.skipif(sources.package_file("dipy/data/files/t1_coronal_slice.npy") is None, reason="dipy not installed")
 def test_dipy_t1_slice_builds(tmp_path):
     """The real dipy T1 slice (256 x 256) gives an MR ladder whose pseudo-MOS falls with the Gibbs level."""

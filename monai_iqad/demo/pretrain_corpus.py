@@ -265,6 +265,11 @@ CORPUS_SOURCES_TEST2: tuple[CorpusSource, ...] = (
 #: name). The crops overlap (one 480 x 640 frame). Held-out ultrasound families are otherwise measured on 2-4 ladders.
 CORPUS_SOURCES_US_DENSE: tuple[CorpusSource, ...] = (replace(CORPUS_SOURCES_V1[20], crops=24),)
 
+#: A dense re-measurement of the test-1 MR image (test split only; ``--preset mr_dense``): the abdominal MR of the
+#: first test split, at the same (display) size, at 24 crops, every MR family. The first 2 crops are the first test
+#: split's; the crops overlap (one 484 x 484 image). Test 1 measures its MR families on 2 ladders.
+CORPUS_SOURCES_MR_DENSE: tuple[CorpusSource, ...] = (replace(CORPUS_SOURCES_V1[18], crops=24),)
+
 #: A few-second corpus for tests and smoke runs (one crop of three sources that need no pydicom-data).
 TINY_CORPUS_SOURCES: tuple[CorpusSource, ...] = (
     CorpusSource("nat_astronaut", "natural", "training", "skimage", "astronaut", 1, 256),
@@ -280,8 +285,8 @@ def corpus_preset(name: str) -> tuple[CorpusSource, ...]:
     shipped model's corpus), ``"balanced"`` (:data:`CORPUS_SOURCES_BALANCED`), ``"speckle"``
     (:data:`CORPUS_SOURCES_SPECKLE`), ``"mr"`` (:data:`CORPUS_SOURCES_MR`), ``"mr_plain"``
     (:data:`CORPUS_SOURCES_MR_PLAIN`), ``"test2"``
-    (:data:`CORPUS_SOURCES_TEST2`, a second held-out set), ``"us_dense"`` (:data:`CORPUS_SOURCES_US_DENSE`) or
-    ``"tiny"`` (:data:`TINY_CORPUS_SOURCES`).
+    (:data:`CORPUS_SOURCES_TEST2`, a second held-out set), ``"us_dense"`` (:data:`CORPUS_SOURCES_US_DENSE`),
+    ``"mr_dense"`` (:data:`CORPUS_SOURCES_MR_DENSE`) or ``"tiny"`` (:data:`TINY_CORPUS_SOURCES`).
 
     Raises:
         ValueError: for another name.
@@ -295,6 +300,7 @@ def corpus_preset(name: str) -> tuple[CorpusSource, ...]:
         "mr_plain": CORPUS_SOURCES_MR_PLAIN,
         "test2": CORPUS_SOURCES_TEST2,
         "us_dense": CORPUS_SOURCES_US_DENSE,
+        "mr_dense": CORPUS_SOURCES_MR_DENSE,
         "tiny": TINY_CORPUS_SOURCES,
     }
     if name not in presets:
@@ -763,7 +769,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m monai_iqad.da
         "--preset",
         default="full",
         help="source list: 'full' (corpus v2), 'v1' (shipped model's), 'balanced', 'speckle', "
-        "'mr', 'mr_plain', 'test2' (held-out set 2), 'us_dense' (24 crops of the test ultrasound image), 'tiny'",
+        "'mr', 'mr_plain', 'test2' (held-out set 2), 'us_dense' (24 crops of the test ultrasound image), 'mr_dense' "
+        "(24 crops of the test-1 MR image), 'tiny'",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=128)
