@@ -104,6 +104,24 @@ def test_torchscript_matches_eager():
         torch.testing.assert_close(scripted.score_map(x), router.score_map(x), rtol=0, atol=1e-6)
 
 
+def test_onnx_export_routes_any_batch(tmp_path):
+    """A traced ONNX export (exported on a batch with both experts' modalities) scores batches of one modality only,
+    and mixed batches in another order, as the eager router."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    router, _, _ = _router()
+    path = tmp_path / "router.onnx"
+    torch.onnx.export(
+        router, (_inputs(["CT", "US"]),), str(path), dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "b"}}
+    )
+    session = ort.InferenceSession(str(path))
+    for mods in (["US"], ["CT"], [None, "CT", "US", "MR"]):
+        x = _inputs(mods)
+        with torch.no_grad():
+            want = router(x).numpy()
+        np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], want, rtol=1e-4, atol=1e-5)
+
+
 def test_errors():
     with pytest.raises(ValueError, match="at least one expert"):
         SAQMRouter(expert_channels=())

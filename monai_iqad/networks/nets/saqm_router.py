@@ -32,7 +32,8 @@ class SAQMRouter(nn.Module):
     model lost on the test scanner, while those models gain on CR, CT and MR; a router scores ultrasound and
     unknown-modality images with the former and the rest with the latter, at the cost of one expert's forward per image.
     This is an inference model (no ``patch_level`` / ``return_features`` outputs): train the experts as SAQM, then
-    route them.
+    route them. It scripts (TorchScript) as is; a traced graph (``torch.onnx.export``, ``use_trace``) runs every
+    expert on every image and selects, so that batches without some modality also run.
     """
 
     def __init__(
@@ -214,16 +215,21 @@ class SAQMRouter(nn.Module):
         chosen = self.route[self.modality_planes(x)]  # (B,) expert per image
         out = torch.empty(0, device=x.device)
         started = False
-        for k, expert in enumerate(self.experts):
-            idx = (chosen == k).nonzero().view(-1)
-            if idx.numel() > 0:  # (no `continue`: TorchScript unrolls loops over a ModuleList)
-                xk = x.index_select(0, idx)
-                c = expert.in_channels
-                if c != self.in_channels:
-                    xk = xk[:, :c]
-                maps = expert.score_map(xk)
-                if not started:
-                    out = maps.new_zeros([x.shape[0], maps.shape[1], maps.shape[2], maps.shape[3]])
-                    started = True
-                out = out.index_copy(0, idx, maps)
+        for k, expert in enumerate(self.experts):  # (no `continue`: TorchScript unrolls loops over a ModuleList)
+            c = expert.in_channels
+            if torch.jit.is_tracing():
+                # a traced graph (ONNX export) cannot skip an expert whose sub-batch is empty: every expert scores
+                # every image and each image keeps its own expert's map (costs one forward per expert)
+                maps = expert.score_map(x if c == self.in_channels else x[:, :c])
+                out = torch.where((chosen == k).view(-1, 1, 1, 1), maps, out) if started else maps
+                started = True
+            else:
+                idx = (chosen == k).nonzero().view(-1)
+                if idx.numel() > 0:
+                    xk = x.index_select(0, idx)
+                    maps = expert.score_map(xk if c == self.in_channels else xk[:, :c])
+                    if not started:
+                        out = maps.new_zeros([x.shape[0], maps.shape[1], maps.shape[2], maps.shape[3]])
+                        started = True
+                    out = out.index_copy(0, idx, maps)
         return out
