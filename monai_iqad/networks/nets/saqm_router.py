@@ -29,8 +29,8 @@ class SAQMRouter(nn.Module):
     plain SAQM state dict, e.g. to fine-tune one expert).
 
     Why (issue 11, ``docs/saqm.md``): the shipped SAQM keeps ultrasound families that every retrained, conditioned
-    model lost on the test scanner, while those models gain on CR, CT and MR; a router scores ultrasound and
-    unknown-modality images with the former and the rest with the latter, at the cost of one expert's forward per image.
+    model lost on the test scanner, while those models gain on radiographs (CR) and MR k-space undersampling; a router
+    scores each modality with the model that holds it, at the cost of one expert's forward per image.
     This is an inference model (no ``patch_level`` / ``return_features`` outputs): train the experts as SAQM, then
     route them. It scripts (TorchScript) as is; a traced graph (``torch.onnx.export``, ``use_trace``) runs every
     expert on every image and selects, so that batches without some modality also run.
