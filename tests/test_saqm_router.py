@@ -46,7 +46,7 @@ def test_each_image_is_scored_by_its_expert():
     mods = ["CT", "US", None, "MR", "CR"]
     x = _inputs(mods)
     with torch.no_grad():
-        got, grid, index = router(x), router.score_map(x), router.modality_planes(x)
+        got, grid, index = router(x), router.score_map(x), router.plane_index(x)
         by_plain = plain(x[:, :3])  # the unconditioned expert sees the image channels only
         by_conditioned = conditioned(x)  # the conditioned one the whole input, planes included
     assert index.tolist() == [1, 3, 6, 2, 0] and got.shape == (5, 1) and grid.shape == (5, 1, 2, 2)

@@ -167,7 +167,7 @@ class SAQMRouter(nn.Module):
         return int(self.route[len(self.modalities) if i is None else i])
 
     @torch.jit.export
-    def modality_planes(self, x: torch.Tensor) -> torch.Tensor:
+    def plane_index(self, x: torch.Tensor) -> torch.Tensor:
         """
         Args:
             x: inputs (B, in_channels, H, W).
@@ -212,7 +212,7 @@ class SAQMRouter(nn.Module):
         Returns:
             (B, 1, nh, nw) patch scores, each image's from its expert's :meth:`SAQM.score_map`.
         """
-        chosen = self.route[self.modality_planes(x)]  # (B,) expert per image
+        chosen = self.route[self.plane_index(x)]  # (B,) expert per image
         out = torch.empty(0, device=x.device)
         started = False
         for k, expert in enumerate(self.experts):  # (no `continue`: TorchScript unrolls loops over a ModuleList)
