@@ -416,6 +416,24 @@ def test_mr_dense_preset_extends_the_test1_mr_crops():
     assert dense == replace(mr1, crops=24) and not dense.native and dense.split == "test"
 
 
+def test_dense_preset_takes_any_held_out_source():
+    """``dense:<source>``: one validation or test source of the full corpus alone at 24 crops; the named dense presets
+    are instances; training sources, unknown names and fewer crops than the source's own are refused by name."""
+    (ct,) = corpus_preset("dense:ct_abdomen")
+    full = {s.name: s for s in pc.CORPUS_SOURCES}
+    assert ct == replace(full["ct_abdomen"], crops=24) and ct.split == "validation"
+    (cr,) = corpus_preset("dense:cr_leg")
+    assert cr == replace(full["cr_leg"], crops=24) and cr.scale_side == 768 and cr.split == "test"
+    assert corpus_preset("dense:us_aloka") == corpus_preset("us_dense")
+    assert corpus_preset("dense:mr_abdomen") == corpus_preset("mr_dense")
+    with pytest.raises(ValueError, match="'cr_chest' is not a held-out source"):
+        corpus_preset("dense:cr_chest")
+    with pytest.raises(ValueError, match="'nope' is not a held-out source"):
+        corpus_preset("dense:nope")
+    with pytest.raises(ValueError, match="1 crops is fewer than the 2 of 'cr_leg'"):
+        pc.dense_sources("cr_leg", crops=1)
+
+
 @pytest.mark.skipif(sources.dicom_path("MR-SIEMENS-DICOM-WithOverlays.dcm") is None, reason="test MR not found")
 def test_mr_dense_builds_on_the_real_scan(tmp_path):
     """On the real abdominal MR the first 2 crops' Rician ladders are byte-identical to the first test split's."""

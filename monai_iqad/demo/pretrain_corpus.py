@@ -259,16 +259,38 @@ CORPUS_SOURCES_TEST2: tuple[CorpusSource, ...] = (
     *CORPUS_SOURCES_V1[22:],  # nat_camera, nat_chelsea
 )
 
-#: A dense re-measurement of the test ultrasound image (test split only; ``--preset us_dense``): the ALOKA scan of
-#: the test splits at 24 crops, every ultrasound family. The first 4 crops are those of :data:`CORPUS_SOURCES_TEST2`
-#: (crops are drawn in sequence); the other 20 and their distortions are new draws (distortions are seeded by crop
-#: name). The crops overlap (one 480 x 640 frame). Held-out ultrasound families are otherwise measured on 2-4 ladders.
-CORPUS_SOURCES_US_DENSE: tuple[CorpusSource, ...] = (replace(CORPUS_SOURCES_V1[20], crops=24),)
+#: Crops of a dense re-measurement (``--preset dense:<source>``, :func:`dense_sources`).
+DENSE_CROPS = 24
 
-#: A dense re-measurement of the test-1 MR image (test split only; ``--preset mr_dense``): the abdominal MR of the
-#: first test split, at the same (display) size, at 24 crops, every MR family. The first 2 crops are the first test
+
+def dense_sources(name: str, crops: int = DENSE_CROPS) -> tuple[CorpusSource, ...]:
+    """A dense re-measurement of one held-out source: the validation or test source ``name`` of
+    :data:`CORPUS_SOURCES` alone, at ``crops`` crops per frame, every family of its modality (``--preset
+    dense:<name>``). Crops are drawn in sequence and distortions are seeded by crop name, so the source's usual
+    crops come first, byte-identical; the others are new draws and overlap them (one image). Held-out families are
+    otherwise measured on 1-4 crops of one image; score a dense corpus with ``iqa_ladder.py --cluster crop``.
+
+    Raises:
+        ValueError: ``name`` is not a validation or test source, or ``crops`` is below the source's own crops.
+    """
+    held_out = {s.name: s for s in CORPUS_SOURCES if s.split != "training"}
+    if name not in held_out:
+        raise ValueError(f"dense preset: {name!r} is not a held-out source; expected one of {sorted(held_out)}.")
+    source = held_out[name]
+    if crops < source.crops:
+        raise ValueError(f"dense preset: {crops} crops is fewer than the {source.crops} of {name!r}.")
+    return (replace(source, crops=crops),)
+
+
+#: A dense re-measurement of the test ultrasound image (``--preset us_dense`` = ``dense:us_aloka``): the ALOKA scan of
+#: the test splits at 24 crops, every ultrasound family. The first 4 crops are those of :data:`CORPUS_SOURCES_TEST2`.
+#: The crops overlap (one 480 x 640 frame). Held-out ultrasound families are otherwise measured on 2-4 ladders.
+CORPUS_SOURCES_US_DENSE: tuple[CorpusSource, ...] = dense_sources("us_aloka")
+
+#: A dense re-measurement of the test-1 MR image (``--preset mr_dense`` = ``dense:mr_abdomen``): the abdominal MR of
+#: the first test split, at the same (display) size, at 24 crops, every MR family. The first 2 crops are the first test
 #: split's; the crops overlap (one 484 x 484 image). Test 1 measures its MR families on 2 ladders.
-CORPUS_SOURCES_MR_DENSE: tuple[CorpusSource, ...] = (replace(CORPUS_SOURCES_V1[18], crops=24),)
+CORPUS_SOURCES_MR_DENSE: tuple[CorpusSource, ...] = dense_sources("mr_abdomen")
 
 #: A few-second corpus for tests and smoke runs (one crop of three sources that need no pydicom-data).
 TINY_CORPUS_SOURCES: tuple[CorpusSource, ...] = (
@@ -286,11 +308,14 @@ def corpus_preset(name: str) -> tuple[CorpusSource, ...]:
     (:data:`CORPUS_SOURCES_SPECKLE`), ``"mr"`` (:data:`CORPUS_SOURCES_MR`), ``"mr_plain"``
     (:data:`CORPUS_SOURCES_MR_PLAIN`), ``"test2"``
     (:data:`CORPUS_SOURCES_TEST2`, a second held-out set), ``"us_dense"`` (:data:`CORPUS_SOURCES_US_DENSE`),
-    ``"mr_dense"`` (:data:`CORPUS_SOURCES_MR_DENSE`) or ``"tiny"`` (:data:`TINY_CORPUS_SOURCES`).
+    ``"mr_dense"`` (:data:`CORPUS_SOURCES_MR_DENSE`), ``"dense:<source>"`` (:func:`dense_sources`: one held-out
+    source at 24 crops) or ``"tiny"`` (:data:`TINY_CORPUS_SOURCES`).
 
     Raises:
         ValueError: for another name.
     """
+    if name.startswith("dense:"):
+        return dense_sources(name.removeprefix("dense:"))
     presets = {
         "full": CORPUS_SOURCES,
         "v1": CORPUS_SOURCES_V1,
@@ -770,7 +795,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m monai_iqad.da
         default="full",
         help="source list: 'full' (corpus v2), 'v1' (shipped model's), 'balanced', 'speckle', "
         "'mr', 'mr_plain', 'test2' (held-out set 2), 'us_dense' (24 crops of the test ultrasound image), 'mr_dense' "
-        "(24 crops of the test-1 MR image), 'tiny'",
+        "(24 crops of the test-1 MR image), 'dense:<source>' (24 crops of one validation or test source), 'tiny'",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=128)
