@@ -568,8 +568,10 @@ def _rel(path: str | os.PathLike) -> str:
     return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(path)
 
 
-def _speed(net: SAQM, bf16: bool, repeats: int = 3) -> float:
+def _speed(net: SAQM | SAQMRouter, bf16: bool, repeats: int = 3) -> float:
     x = torch.rand(1, net.in_channels, 512, 512)  # the image channels and any conditioning planes
+    if isinstance(net, SAQMRouter):
+        x[:, net.image_channels :] = 0.0  # modality planes: unknown, i.e. the default expert
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         net(x)
         start = time.perf_counter()
@@ -842,12 +844,14 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["Not measured in this run (`--no-speed`).", ""]
     else:
         load = os.getloadavg()[0]
+        routed = isinstance(net, SAQMRouter)
         for threads in sorted({args.threads, 2}):
             torch.set_num_threads(threads)
             fp32, bf16 = _speed(net, False), _speed(net, True)
             lines.append(
                 f"- One 512x512 image (256 patches), width {args.width}, {threads} torch thread(s), this machine: "
-                f"**{fp32:.2f} images/s fp32**, **{bf16:.2f} images/s bf16 autocast** (ratio {bf16 / fp32:.2f})."
+                f"**{fp32:.2f} images/s fp32**, **{bf16:.2f} images/s bf16 autocast** (ratio {bf16 / fp32:.2f})"
+                + (" (modality router: one expert per image, timed with the modality unknown)." if routed else ".")
             )
         torch.set_num_threads(args.threads)
         lines += [

@@ -157,6 +157,33 @@ def test_errors():
         router(x)
 
 
+def test_non_strict_router_reads_any_planes_by_their_means():
+    """``strict=False`` (the bundle's setting, for the model zoo's ``verify_net_in_out``, which feeds uniform noise):
+    each image's modality is the plane of largest mean when that mean exceeds 0.5, else unknown; exact one-hot planes
+    route as in strict mode."""
+    strict = _router()[0]
+    loose = SAQMRouter.from_state_dict(strict.state_dict(), width=WIDTH, strict=False).eval()
+    x = torch.zeros(3, 9, 64, 64)
+    x[:, :3] = torch.rand(3, 3, 64, 64)
+    x[0, 3:] = 0.4  # every plane at 0.4: unknown
+    x[0, 4, :32] = 0.5  # CT plane mean 0.45: still unknown
+    x[1, 3:] = 0.3
+    x[1, 5] = 0.7  # MR plane the largest, above 0.5
+    x[2, 3:] = torch.rand(6, 64, 64) * 0.2
+    x[2, 6, 10:, :] = 0.9  # US plane mean 0.76 with noise
+    assert loose.plane_index(x).tolist() == [6, 2, 3]
+    with torch.no_grad():
+        got = loose(x)
+        torch.testing.assert_close(got[0], strict.experts[0](x[:1, :3])[0], rtol=0, atol=1e-6)
+        torch.testing.assert_close(got[1], strict.experts[1](x[1:2])[0], rtol=0, atol=1e-6)
+        torch.testing.assert_close(got[2], strict.experts[0](x[2:, :3])[0], rtol=0, atol=1e-6)
+        one_hot = _inputs(["CT", "US", None, "CR"])
+        torch.testing.assert_close(loose(one_hot), strict(one_hot), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="not constant one-hot"):
+        strict(x)
+    assert torch.isfinite(loose(torch.rand(2, 9, 96, 96))).all()  # what verify_net_in_out does
+
+
 def test_iqa_ladder_builds_a_router(tmp_path, monkeypatch):
     """``iqa_ladder.py --router``: writes a router of the given checkpoints and routes, which ``_load_saqm`` loads
     and ``_score_saqm`` scores with the planes of each image's modality."""

@@ -43,6 +43,7 @@ class SAQMRouter(nn.Module):
         default: int = 0,
         modalities: Sequence[str] = SAQM_MODALITIES,
         image_channels: int = 3,
+        strict: bool = True,
         **saqm_kwargs,
     ) -> None:
         """
@@ -56,6 +57,10 @@ class SAQMRouter(nn.Module):
             default: expert of unknown and unrouted modalities. Defaults to 0.
             modalities: plane order of the input's modality planes. Defaults to :data:`SAQM_MODALITIES`.
             image_channels: channels before the modality planes (3, or 5 with the contrast-context planes).
+            strict: refuse modality planes that are not constant one-hot planes (a wrong input layout). With
+                ``False`` each image's modality is the plane of largest mean if that mean exceeds 0.5, else unknown,
+                so that any tensor of the right shape runs (the model zoo's ``verify_net_in_out`` feeds uniform noise;
+                :class:`~monai_iqad.transforms.ModalityChannels` always writes exact one-hot planes). Defaults to True.
             saqm_kwargs: arguments of every expert's :class:`SAQM` (``width``, ``patch_size``, ...).
 
         Raises:
@@ -70,6 +75,7 @@ class SAQMRouter(nn.Module):
         self.modalities = tuple(str(m) for m in modalities)
         self.image_channels = int(image_channels)
         self.in_channels = self.image_channels + len(self.modalities)
+        self.strict = bool(strict)
         n = len(expert_channels)
         for k, c in enumerate(expert_channels):
             if not (1 <= int(c) <= self.image_channels or int(c) == self.in_channels):
@@ -176,7 +182,8 @@ class SAQMRouter(nn.Module):
             (B,) plane index of each image's modality, ``len(modalities)`` for unknown (all planes 0).
 
         Raises:
-            ValueError: When ``x`` has the wrong shape, or its modality planes are not constant one-hot planes.
+            ValueError: When ``x`` has the wrong shape, or (``strict``) its modality planes are not constant one-hot
+                planes.
         """
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
@@ -186,8 +193,9 @@ class SAQMRouter(nn.Module):
         planes = x[:, self.image_channels :].float()
         flat = planes.flatten(2)
         level = flat.mean(dim=2)  # (B, M)
-        if bool(((flat - level[..., None]).abs() > 1e-3).any()) or bool(
-            ((level - level.round()).abs() > 1e-3).any() or (level.round().sum(dim=1) > 1).any()
+        if self.strict and (
+            bool(((flat - level[..., None]).abs() > 1e-3).any())
+            or bool(((level - level.round()).abs() > 1e-3).any() or (level.round().sum(dim=1) > 1).any())
         ):
             raise ValueError("SAQMRouter: the modality planes are not constant one-hot planes (0 or 1, at most one 1).")
         value, index = level.max(dim=1)
