@@ -88,6 +88,48 @@ def test_damaged_model_hint_does_not_talk_about_resume(tmp_path):
     assert "resume" not in e.value.hint and "model.pt" in e.value.hint
 
 
+def test_trained_model_loader_loads_one_expert_of_a_router(tmp_path):
+    """``expert=k`` loads expert k of a SAQMRouter file into a plain SAQM (what ``--finetune_expert`` does); a whole
+    router file into a SAQM, a plain file with ``expert``, and a missing expert each fail naming the file."""
+    from monai_iqad.networks import SAQM, SAQMRouter
+
+    torch.manual_seed(0)
+    router = SAQMRouter(expert_channels=(3, 9), routes={"CR": 1}, width=1 / 16)
+    path = tmp_path / "model.pt"
+    torch.save(router.state_dict(), path)
+    for k, channels in ((0, 3), (1, 9)):
+        net = SAQM(in_channels=channels, width=1 / 16)
+        engine = _engine()
+        TrainedModelLoader(load_path=str(path), load_dict={"model": net}, expert=k).attach(engine)
+        engine.run([0], max_epochs=1)
+        assert all(
+            torch.equal(a, b) for a, b in zip(net.state_dict().values(), router.experts[k].state_dict().values())
+        )
+    net = SAQM(width=1 / 16)
+    engine = _engine()
+    TrainedModelLoader(load_path=str(path), load_dict={"model": net}).attach(engine)
+    with pytest.raises(CheckpointError, match="model.pt: does not match the network") as e:
+        engine.run([0], max_epochs=1)
+    assert "SAQMRouter" in e.value.hint and "--finetune_expert" in e.value.hint
+    engine = _engine()
+    TrainedModelLoader(load_path=str(path), load_dict={"model": net}, expert=2).attach(engine)
+    with pytest.raises(CheckpointError, match="model.pt: the router state dict has no expert 2"):
+        engine.run([0], max_epochs=1)
+    engine = _engine()
+    TrainedModelLoader(load_path=str(path), load_dict={"model": net}, expert=1).attach(engine)
+    with pytest.raises(CheckpointError, match="model.pt: expert 1 does not match the network"):
+        engine.run([0], max_epochs=1)  # a 9-channel expert into a 3-channel SAQM
+    plain = tmp_path / "plain.pt"
+    torch.save(net.state_dict(), plain)
+    engine = _engine()
+    TrainedModelLoader(load_path=str(plain), load_dict={"model": net}, expert=0).attach(engine)
+    with pytest.raises(CheckpointError, match="plain.pt: not a SAQMRouter state dict") as e:
+        engine.run([0], max_epochs=1)
+    assert "expert None" in e.value.hint
+    with pytest.raises(ValueError, match="loads one network"):
+        TrainedModelLoader(load_path=str(path), load_dict={"a": net, "b": net}, expert=0)
+
+
 def test_mismatched_checkpoint_names_the_file(tmp_path):
     path = tmp_path / "checkpoint.pt"
     torch.save({"network": torch.nn.Linear(4, 2).state_dict()}, path)

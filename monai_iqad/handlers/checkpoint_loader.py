@@ -16,7 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from ignite.engine import Engine
+from ignite.handlers import Checkpoint
 from monai.handlers import CheckpointLoader
 
 from monai_iqad.utils.errors import CheckpointError, CheckpointNotFoundError
@@ -133,10 +135,16 @@ def _load_with_explanations(loader: CheckpointLoader, engine: Engine, hint: str)
     except (RuntimeError, EOFError) as e:
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         if "state_dict" in str(e) or "size mismatch" in str(e):
+            if _is_router_state(path):
+                hint = (
+                    "it holds a SAQMRouter (one SAQM per expert, keys experts.<k>.*): score it with the bundle's "
+                    "configs/inference.json, or load one expert into a SAQM with TrainedModelLoader(expert=k) "
+                    "(the bundles' --finetune_expert k)"
+                )
+            else:
+                hint = "use the settings (width, classes, channels) of the run that wrote it, or " + hint
             raise CheckpointError(
-                f"{path}: does not match the network of this config ({first})",
-                file=path,
-                hint="use the settings (width, classes, channels) of the run that wrote it, or " + hint,
+                f"{path}: does not match the network of this config ({first})", file=path, hint=hint
             ) from e
         if "PytorchStreamReader" in str(e) or isinstance(e, EOFError):
             raise CheckpointError(f"{path}: the checkpoint is damaged ({first})", file=path, hint=hint) from e
@@ -172,11 +180,67 @@ class ResumeCheckpointLoader(CheckpointLoader):
         _load_with_explanations(self, engine, RESUME_HINT)
 
 
+def _is_router_state(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a :class:`~monai_iqad.networks.SAQMRouter` state dict (``route``, ``experts.<k>.*``)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # only a hint for an error already being raised
+        return False
+    return isinstance(state, Mapping) and "route" in state and any(str(k).startswith("experts.") for k in state)
+
+
 class TrainedModelLoader(CheckpointLoader):
     """``monai.handlers.CheckpointLoader`` for trained weights (``models/model.pt``) that fails with an explanation
     when the file is missing, instead of PyTorch's bare "No such file". Used by evaluation, inference and
-    fine-tuning configs; a damaged or mismatched file fails with a :class:`CheckpointError` naming it."""
+    fine-tuning configs; a damaged or mismatched file fails with a :class:`CheckpointError` naming it.
+
+    With ``expert=k`` the file is a :class:`~monai_iqad.networks.SAQMRouter` state dict and the weights of its
+    expert ``k`` (a plain SAQM state dict, :meth:`~monai_iqad.networks.SAQMRouter.expert_state_dict`) are loaded into
+    the one network of ``load_dict``, e.g. to fine-tune the generic expert of the shipped ``medical_saqm_iqa`` router.
+    """
+
+    def __init__(self, load_path: str, load_dict: dict, expert: int | None = None, **kwargs: Any) -> None:
+        """
+        Args:
+            load_path, load_dict, kwargs: as ``monai.handlers.CheckpointLoader``.
+            expert: load this expert of a router file instead of the whole file. Defaults to None (the whole file).
+
+        Raises:
+            ValueError: When ``expert`` is given and ``load_dict`` holds more than one object.
+        """
+        super().__init__(load_path=load_path, load_dict=load_dict, **kwargs)
+        self.expert = None if expert is None else int(expert)
+        if self.expert is not None and len(self.load_dict) != 1:
+            raise ValueError(f"TrainedModelLoader(expert={expert}) loads one network, got {list(self.load_dict)}.")
 
     def __call__(self, engine: Engine) -> None:
         require_model(self.load_path)
-        _load_with_explanations(self, engine, MODEL_HINT)
+        if self.expert is None:
+            _load_with_explanations(self, engine, MODEL_HINT)
+            return
+        from monai_iqad.networks import SAQMRouter
+
+        path = check_checkpoint_file(self.load_path, MODEL_HINT)
+        state = torch.load(path, map_location=self.map_location, weights_only=True)
+        whole = "load the whole file (expert None; the bundles' --finetune_expert None)"
+        if not (isinstance(state, Mapping) and "route" in state):
+            raise CheckpointError(
+                f"{path}: not a SAQMRouter state dict (no 'route' entry), so it has no expert {self.expert}",
+                file=path,
+                hint=whole,
+            )
+        try:
+            weights = SAQMRouter.expert_state_dict(state, self.expert)
+        except KeyError as e:
+            raise CheckpointError(f"{path}: {e.args[0]}", file=path, hint="pick an expert the router has") from e
+        (name,) = self.load_dict
+        try:
+            Checkpoint.load_objects(to_load=self.load_dict, checkpoint={name: weights}, strict=self.strict)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0][:300]
+            raise CheckpointError(
+                f"{path}: expert {self.expert} does not match the network of this config ({first})",
+                file=path,
+                hint="use the expert's settings (width, input channels: 3, or 3 + modality planes)",
+            ) from e
+        self.logger.info(f"Restored expert {self.expert} of {path}")
