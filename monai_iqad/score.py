@@ -15,7 +15,8 @@
 - ``saqm``: the network and the preprocessing of the bundle's ``configs/inference.json`` (``network_def``,
   ``preprocessing``), the weights ``models/model.pt`` (``torch.load(weights_only=True)``). The score is the network's
   image score in ``[0, 1]`` (higher is better). The default bundle is ``bundles/medical_saqm_iqa`` of the checkout.
-  For a modality-conditioned network (the bundle config's ``modalities``), each item's modality is its datalist
+  For a modality-conditioned network or a modality router (the bundle config's ``modalities``; the shipped medical
+  model scores radiographs with its CR expert), each item's modality is its datalist
   ``modality`` key, else ``--modality`` (e.g. ``CT`` for a folder of CT PNGs), else the DICOM ``Modality`` tag,
   else unknown (all modality planes 0).
 - The CSV has ``image,score,error`` columns, one row per input item in input order; a file that cannot be read or
@@ -203,7 +204,9 @@ class SAQMScorer:
 
     Args:
         bundle: bundle folder with ``configs/<config>`` and ``models/model.pt``.
-        config: the config file that defines ``network_def`` and ``preprocessing``.
+        config: the config file that defines ``network_def`` and ``preprocessing``, or several (a sequence, or names
+            separated by commas) merged in order like ``monai.bundle run --config_file``, e.g.
+            ``"inference.json,single_saqm.json"`` to score one SAQM with the medical bundle's preprocessing.
         device: torch device for the network.
 
     Raises:
@@ -211,17 +214,21 @@ class SAQMScorer:
         ValueError: the weights do not fit the network.
     """
 
-    def __init__(self, bundle: str | os.PathLike, config: str = "inference.json", device: str = "cpu") -> None:
+    def __init__(
+        self, bundle: str | os.PathLike, config: str | Sequence[str] = "inference.json", device: str = "cpu"
+    ) -> None:
         from monai.bundle import ConfigParser
 
         root = Path(bundle).expanduser().resolve()
-        cfg = root / "configs" / config
+        names = [c.strip() for c in config.split(",")] if isinstance(config, str) else list(config)
+        cfgs = [root / "configs" / name for name in names if name]
+        cfg = ", ".join(os.fspath(c) for c in cfgs)
         weights = root / "models" / "model.pt"
-        for f, what in ((cfg, "bundle config"), (weights, "SAQM weights")):
+        for f, what in (*((c, "bundle config") for c in cfgs), (weights, "SAQM weights")):
             if not f.is_file():
                 raise FileNotFoundError(f"{f}: {what} not found (--bundle {root})")
         parser = ConfigParser()
-        parser.read_config(os.fspath(cfg))
+        parser.read_config([os.fspath(c) for c in cfgs])
         parser["bundle_root"] = os.fspath(root)
         self.preprocessing = parser.get_parsed_content("preprocessing")
         self.network = parser.get_parsed_content("network_def").to(device).eval()
@@ -359,7 +366,11 @@ def add_score_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--on_error", "--on-error", dest="on_error", choices=("stop", "skip"), default="skip")
     p.add_argument("--bundle", default=None, help=f"SAQM bundle folder (default {default_bundle()})")
-    p.add_argument("--config", default="inference.json", help="SAQM bundle config (default inference.json)")
+    p.add_argument(
+        "--config",
+        default="inference.json",
+        help="SAQM bundle config(s), comma-separated overlays merged in order (default inference.json)",
+    )
     p.add_argument("--device", default="cpu", help="SAQM device (default cpu)")
     p.add_argument(
         "--intensity",

@@ -30,7 +30,7 @@ from bundle_testing import (
     tiny_overrides,
 )
 
-from monai_iqad.networks import SAQM
+from monai_iqad.networks import SAQM, SAQMRouter
 from monai_iqad.utils import as_bool
 
 #: the SAQM bundles with the paper's domain-adaptation configurations (the pretrained medical bundle is tested below)
@@ -246,6 +246,48 @@ def test_medical_shipped_weights():
     assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     assert digest in (bundle_dir(MEDICAL) / "docs" / "README.md").read_text(encoding="utf-8")
+    # the router: radiographs (CR, DX) to expert 1 (conditioned), everything else and unknown to expert 0 (3 channels)
+    assert isinstance(net, SAQMRouter) and state["route"].tolist() == [1, 0, 0, 0, 0, 0, 0]
+    assert [net.expert_of(m) for m in ("CR", "DX", "CT", "MR", "US", "fundus", "natural", None)] == [1, 1] + [0] * 6
+    for k, channels in ((0, 3), (1, 9)):
+        SAQM(in_channels=channels, width=0.125).load_state_dict(SAQMRouter.expert_state_dict(state, k))
+
+
+@medical
+@pytest.mark.parametrize("name", BUNDLES)
+def test_finetune_from_the_shipped_router_loads_expert_0(name, tmp_path):
+    """The README's fine-tune from the shipped medical weights (``--finetune True --finetune_expert 0 --width 0.125``,
+    ``ckpt_dir`` holding a copy of its ``model.pt``): the training config's loader puts expert 0 into the network."""
+    from ignite.engine import Engine
+    from monai.bundle import ConfigParser
+
+    shutil.copy2(_shipped_model(), tmp_path / "model.pt")
+    parser = ConfigParser()
+    parser.read_config(str(bundle_dir(name) / "configs" / "train.json"))
+    parser.update({"finetune": True, "finetune_expert": 0, "width": 0.125, "ckpt_dir": str(tmp_path), "device": "cpu"})
+    (i,) = (i for i, h in enumerate(parser["train"]["handlers"]) if h["_target_"].endswith("TrainedModelLoader"))
+    assert not parser.get_parsed_content(f"train#handlers#{i}#_disabled_")
+    loader = parser.get_parsed_content(f"train#handlers#{i}")
+    engine = Engine(lambda e, b: None)
+    loader.attach(engine)
+    engine.run([0], max_epochs=1)
+    expert = SAQMRouter.expert_state_dict(torch.load(tmp_path / "model.pt", weights_only=True), 0)
+    net = parser.get_parsed_content("network")
+    assert all(torch.equal(v, expert[k]) for k, v in net.state_dict().items())
+
+
+@medical
+def test_medical_router_settings_are_one_fact():
+    """``evaluate.json`` evaluates the shipped router with the same ``network_def``, ``routes`` and ``modalities`` as
+    ``inference.json`` (the model zoo wants each config self-contained, so they are written twice and checked here);
+    ``single_saqm.json`` turns either into one SAQM."""
+    configs = bundle_dir(MEDICAL) / "configs"
+    inference, evaluate = (read_json(configs / f"{n}.json") for n in ("inference", "evaluate"))
+    for key in ("network_def", "routes", "modalities"):
+        assert evaluate[key] == inference[key], key
+    assert inference["network_def"]["_target_"] == "monai_iqad.networks.SAQMRouter"
+    single = read_json(configs / "single_saqm.json")
+    assert single["network_def"]["_target_"] == "monai_iqad.networks.SAQM" and single["modalities"] is None
 
 
 @medical
@@ -277,8 +319,9 @@ def test_medical_inference_after_clone_ranks_distortions(tmp_path):
 @medical
 @pytest.mark.slow
 def test_medical_pretrain_and_evaluate_tiny(tmp_path):
-    """``train.json`` + ``pretrain.json`` on the tiny corpus: one epoch with the ranking loss, a model.pt, then
-    ``evaluate.json`` writes metrics and one prediction per unique test image."""
+    """``train.json`` + ``pretrain.json`` on the tiny corpus: one epoch with the ranking loss, a model.pt (one SAQM),
+    then ``evaluate.json`` with the one-SAQM overlay ``single_saqm.json`` writes metrics and one prediction per unique
+    test image."""
     bundle = copy_bundle(MEDICAL, tmp_path / MEDICAL)
     overrides = {
         "dataset_dir": str(demo_dataset_dir(MEDICAL)),
@@ -293,7 +336,8 @@ def test_medical_pretrain_and_evaluate_tiny(tmp_path):
     out = trainer.state.output[0] if isinstance(trainer.state.output, list) else trainer.state.output
     assert trainer.ranking_loss is not None and float(out["loss_rank"]) > 0
     assert (bundle / "models" / "model.pt").is_file() and (bundle / "models" / "checkpoint.pt").is_file()
-    _run(bundle, ["configs/train.json", "configs/evaluate.json"], {**overrides, "num_threads": 1})
+    evaluate = ["configs/train.json", "configs/evaluate.json", "configs/single_saqm.json"]  # a trained single SAQM
+    _run(bundle, evaluate, {**overrides, "num_threads": 1})
     text = (bundle / "eval" / "metrics.csv").read_text(encoding="utf-8")
     assert re.search(r"^srocc\b", text, re.M) and re.search(r"^plcc\b", text, re.M)
     test_items = read_json(demo_dataset_dir(MEDICAL) / "datalist.json")["test"]
@@ -330,11 +374,14 @@ def test_medical_anneal_overlay_tiny(tmp_path):
 
 def _modality_experiment(tmp_path: Path, *overlays: str, **overrides: Any) -> tuple[Path, SAQM, Any]:
     """A copy of the medical bundle and the (unrun) workflow of ``pretrain_modality.json`` + ``overlays`` on the tiny
-    corpus, warm-started from a seeded width-0.0625 3-channel SAQM (returned as ``init``)."""
+    corpus, warm-started from a seeded width-0.0625 3-channel SAQM (returned as ``init``), saved as expert 0 of a
+    router like the shipped ``models/model.pt`` (``init_expert`` 0)."""
     bundle = copy_bundle(MEDICAL, tmp_path / MEDICAL)
     torch.manual_seed(0)
     init = SAQM(width=0.0625)
-    torch.save(init.state_dict(), tmp_path / "init.pt")
+    other = SAQM(in_channels=9, width=0.0625)
+    router = SAQMRouter.from_state_dicts([init.state_dict(), other.state_dict()], routes={"CR": 1}, width=0.0625)
+    torch.save(router.state_dict(), tmp_path / "init.pt")
     overrides = {**_medical_experiment_overrides(), "init_path": str(tmp_path / "init.pt"), **overrides}
     configs = ["configs/train.json", "configs/pretrain.json", "configs/pretrain_modality.json", *overlays]
     return bundle, init, _workflow(bundle, configs, overrides)
@@ -412,7 +459,7 @@ def test_medical_context_overlay_tiny(tmp_path):
     """``pretrain_context.json`` on top of ``pretrain_modality.json`` (an issue-11 experiment): SAQM with 3 + 2 + 6
     input channels (the luminance's local mean and std that LCN removes, then the modality planes), warm-started with
     zero weights on the added planes; after one epoch the context weights have moved, and ``inference.json`` with
-    the same two settings scores a folder with the trained weights."""
+    the one-SAQM overlay ``single_saqm.json`` and the same two settings scores a folder with the trained weights."""
     import numpy as np
     from PIL import Image
 
@@ -431,6 +478,7 @@ def test_medical_context_overlay_tiny(tmp_path):
     for name in ("a", "b"):
         Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(folder / f"{name}.png")
     infer = {"input_dir": str(folder), "num_workers": 0, "width": 0.0625, "contrast_context": True}
-    _run(bundle, ["configs/inference.json"], {**infer, "modalities": "$monai_iqad.transforms.SAQM_MODALITIES"}, "infer")
+    configs = ["configs/inference.json", "configs/single_saqm.json"]  # one SAQM instead of the shipped router
+    _run(bundle, configs, {**infer, "modalities": "$monai_iqad.transforms.SAQM_MODALITIES"}, "infer")
     rows = _rows(bundle / "eval" / "scores.csv")
     assert len(rows) == 2 and all(0.0 <= float(r["score"]) <= 1.0 for r in rows)

@@ -140,6 +140,38 @@ def test_score_saqm_bundle(mixed, tiny_bundle, tmp_path, capsys):
         (tiny_bundle / "models" / "other.pt").rename(tiny_bundle / "models" / "model.pt")
 
 
+def test_score_router_bundle_routes_radiographs(mixed, tmp_path):
+    """The medical bundle's own ``inference.json`` (the shipped router, random weights at width 0.0625): an image
+    scored as CR (or DX) gets expert 1's score, computed by hand; as CT, MR or unknown, expert 0's (on the image
+    channels only)."""
+    from monai_iqad.networks import SAQMRouter
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(ROOT / "bundles" / "medical_saqm_iqa" / "configs", bundle / "configs")
+    cfg_path = bundle / "configs" / "inference.json"
+    cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "width": 0.0625}))
+    parser = ConfigParser()
+    parser.read_config(str(cfg_path))
+    torch.manual_seed(0)
+    router = parser.get_parsed_content("network_def").eval()
+    assert isinstance(router, SAQMRouter) and router.route.tolist() == [1, 0, 0, 0, 0, 0, 0]
+    (bundle / "models").mkdir()
+    torch.save(router.state_dict(), bundle / "models" / "model.pt")
+    scores = {}
+    for modality in ("CR", "DX", "CT", "MR", None):
+        out = tmp_path / f"{modality}.csv"
+        args = ["score", "--metric", "saqm", "--bundle", str(bundle), str(mixed / "cam.png"), "-o", str(out)]
+        assert main([*args, "--no-progress", *(["--modality", modality] if modality else [])]) == 0
+        scores[modality] = float(_rows(out)["cam.png"]["score"])
+    x = parser.get_parsed_content("preprocessing")({"image": str(mixed / "cam.png"), "modality": "CR"})["image"]
+    x = torch.as_tensor(x)[None]
+    with torch.no_grad():
+        by_cr, by_generic = float(router.experts[1](x)), float(router.experts[0](x[:, :3]))
+    assert scores["CR"] == pytest.approx(by_cr, abs=1e-6) and scores["DX"] == scores["CR"]
+    assert scores["CT"] == scores["MR"] == scores[None] == pytest.approx(by_generic, abs=1e-6)
+    assert abs(by_cr - by_generic) > 1e-4
+
+
 def test_score_modality_conditioned_bundle(mixed, tmp_path, capsys):
     """A modality-conditioned SAQM bundle (the medical bundle's configs, random 9-channel weights): ``--modality``
     sets the modality of items without one, so the same image scores differently as CT and as MR and as unknown;
@@ -148,12 +180,12 @@ def test_score_modality_conditioned_bundle(mixed, tmp_path, capsys):
 
     bundle = tmp_path / "bundle"
     shutil.copytree(ROOT / "bundles" / "medical_saqm_iqa" / "configs", bundle / "configs")
-    cfg_path = bundle / "configs" / "inference.json"
+    cfg_path = bundle / "configs" / "single_saqm.json"  # one SAQM instead of the shipped router
     cfg = json.loads(cfg_path.read_text())
     cfg.update(width=0.0625, modalities=list(SAQM_MODALITIES))
     cfg_path.write_text(json.dumps(cfg))
     parser = ConfigParser()
-    parser.read_config(str(cfg_path))
+    parser.read_config([str(bundle / "configs" / "inference.json"), str(cfg_path)])
     torch.manual_seed(0)
     net = parser.get_parsed_content("network_def")
     assert net.attention.value[0].weight.shape[1] == 9
@@ -163,6 +195,7 @@ def test_score_modality_conditioned_bundle(mixed, tmp_path, capsys):
     for modality in ("CT", "MR", None):
         out = tmp_path / f"{modality}.csv"
         args = ["score", "--metric", "saqm", "--bundle", str(bundle), str(mixed / "cam.png"), "-o", str(out)]
+        args += ["--config", "inference.json,single_saqm.json"]
         assert main([*args, "--no-progress", *(["--modality", modality] if modality else [])]) == 0
         scores[modality] = float(_rows(out)["cam.png"]["score"])
     assert len(set(scores.values())) == 3, scores
