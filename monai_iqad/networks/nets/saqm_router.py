@@ -14,6 +14,14 @@ from .saqm import SAQM
 __all__ = ["SAQMRouter"]
 
 
+def _graph_capture() -> bool:
+    """Whether a graph without data-dependent branches is being captured: ``torch.jit.trace`` or ``torch.export``
+    (both ONNX exporters). Eager and TorchScript run return False."""
+    if torch.jit.is_scripting():
+        return False
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()
+
+
 class SAQMRouter(nn.Module):
     """
     SAQM experts chosen per image by its modality: the input is a modality-conditioned SAQM input, ``image_channels``
@@ -193,11 +201,13 @@ class SAQMRouter(nn.Module):
         planes = x[:, self.image_channels :].float()
         flat = planes.flatten(2)
         level = flat.mean(dim=2)  # (B, M)
-        if self.strict and (
-            bool(((flat - level[..., None]).abs() > 1e-3).any())
-            or bool(((level - level.round()).abs() > 1e-3).any() or (level.round().sum(dim=1) > 1).any())
-        ):
-            raise ValueError("SAQMRouter: the modality planes are not constant one-hot planes (0 or 1, at most one 1).")
+        if self.strict and not _graph_capture():  # a data-dependent check: a captured graph keeps the routing only
+            not_constant = bool(((flat - level[..., None]).abs() > 1e-3).any())
+            not_binary = bool(((level - level.round()).abs() > 1e-3).any())
+            if not_constant or not_binary or bool((level.round().sum(dim=1) > 1).any()):
+                raise ValueError(
+                    "SAQMRouter: the modality planes are not constant one-hot planes (0 or 1, at most one 1)."
+                )
         value, index = level.max(dim=1)
         return torch.where(value > 0.5, index, torch.full_like(index, len(self.modalities)))
 
@@ -225,9 +235,9 @@ class SAQMRouter(nn.Module):
         started = False
         for k, expert in enumerate(self.experts):  # (no `continue`: TorchScript unrolls loops over a ModuleList)
             c = expert.in_channels
-            if torch.jit.is_tracing():
-                # a traced graph (ONNX export) cannot skip an expert whose sub-batch is empty: every expert scores
-                # every image and each image keeps its own expert's map (costs one forward per expert)
+            if _graph_capture():
+                # a traced or exported graph (both ONNX exporters) cannot skip an expert whose sub-batch is empty: every
+                # expert scores every image and each image keeps its own expert's map (one forward per expert)
                 maps = expert.score_map(x if c == self.in_channels else x[:, :c])
                 out = torch.where((chosen == k).view(-1, 1, 1, 1), maps, out) if started else maps
                 started = True
