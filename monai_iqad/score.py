@@ -238,7 +238,12 @@ class SAQMScorer:
         try:
             self.network.load_state_dict(state)
         except RuntimeError as e:
-            raise ValueError(f"{weights}: weights do not fit the network of {cfg}: {e}") from e
+            from monai_iqad.networks import SAQMRouter
+
+            fix = ""
+            if isinstance(self.network, SAQMRouter) and "route" not in state:
+                fix = " (one SAQM's weights for a router config: add --config inference.json,single_saqm.json)"
+            raise ValueError(f"{weights}: weights do not fit the network of {cfg}{fix}: {e}") from e
         self.device = device
 
     @torch.no_grad()

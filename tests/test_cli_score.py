@@ -200,5 +200,7 @@ def test_score_modality_conditioned_bundle(mixed, tmp_path, capsys):
         scores[modality] = float(_rows(out)["cam.png"]["score"])
     assert len(set(scores.values())) == 3, scores
     capsys.readouterr()
+    assert main(["score", "--metric", "saqm", "--bundle", str(bundle), str(mixed / "cam.png"), "--no-progress"]) == 2
+    assert "add --config inference.json,single_saqm.json" in capsys.readouterr().err  # the router config, one SAQM
     assert main(["score", "--metric", "saqm", "--bundle", str(bundle), str(mixed), "--modality", "PET"]) == 2
     assert "--modality 'PET' is not a known modality" in capsys.readouterr().err

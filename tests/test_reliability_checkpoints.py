@@ -128,6 +128,11 @@ def test_trained_model_loader_loads_one_expert_of_a_router(tmp_path):
     assert "expert None" in e.value.hint
     with pytest.raises(ValueError, match="loads one network"):
         TrainedModelLoader(load_path=str(path), load_dict={"a": net, "b": net}, expert=0)
+    engine = _engine()  # one SAQM's file into a router (the shipped inference.json): the overlay to use is named
+    TrainedModelLoader(load_path=str(plain), load_dict={"model": router}).attach(engine)
+    with pytest.raises(CheckpointError, match="plain.pt: does not match the network") as e:
+        engine.run([0], max_epochs=1)
+    assert "single_saqm.json" in e.value.hint
 
 
 def test_mismatched_checkpoint_names_the_file(tmp_path):

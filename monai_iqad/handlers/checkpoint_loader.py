@@ -141,6 +141,11 @@ def _load_with_explanations(loader: CheckpointLoader, engine: Engine, hint: str)
                     "configs/inference.json, or load one expert into a SAQM with TrainedModelLoader(expert=k) "
                     "(the bundles' --finetune_expert k)"
                 )
+            elif _builds_router(loader):
+                hint = (
+                    "this config builds a SAQMRouter but the file holds one network: add the overlay "
+                    "configs/single_saqm.json (medical_saqm_iqa) to score or evaluate a single SAQM"
+                )
             else:
                 hint = "use the settings (width, classes, channels) of the run that wrote it, or " + hint
             raise CheckpointError(
@@ -187,6 +192,13 @@ def _is_router_state(path: str | os.PathLike) -> bool:
     except Exception:  # only a hint for an error already being raised
         return False
     return isinstance(state, Mapping) and "route" in state and any(str(k).startswith("experts.") for k in state)
+
+
+def _builds_router(loader: CheckpointLoader) -> bool:
+    """Whether the network that ``loader`` fills is a :class:`~monai_iqad.networks.SAQMRouter`."""
+    from monai_iqad.networks import SAQMRouter
+
+    return any(isinstance(getattr(o, "module", o), SAQMRouter) for o in loader.load_dict.values())
 
 
 class TrainedModelLoader(CheckpointLoader):
