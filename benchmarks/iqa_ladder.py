@@ -78,7 +78,7 @@ def _load_saqm(path: Path, width: float) -> SAQM | SAQMEnsemble | SAQMRouter:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
-    if "route" in state:
+    if SAQMRouter.is_state_dict(state):
         return SAQMRouter.from_state_dict(state, width=width).eval()
     if "members.0.attention.query.0.weight" in state:
         n = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("members."))

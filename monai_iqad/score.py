@@ -241,7 +241,7 @@ class SAQMScorer:
             from monai_iqad.networks import SAQMRouter
 
             fix = ""
-            if isinstance(self.network, SAQMRouter) and "route" not in state:
+            if isinstance(self.network, SAQMRouter) and not SAQMRouter.is_state_dict(state):
                 fix = " (one SAQM's weights for a router config: add --config inference.json,single_saqm.json)"
             raise ValueError(f"{weights}: weights do not fit the network of {cfg}{fix}: {e}") from e
         self.device = device

@@ -73,6 +73,8 @@ def test_state_dict_round_trip_keeps_the_route_and_experts():
     router, plain, _ = _router()
     state = router.state_dict()
     assert state["route"].tolist() == [1, 1, 1, 0, 0, 0, 0]
+    assert SAQMRouter.is_state_dict(state) and not SAQMRouter.is_state_dict(plain.state_dict())
+    assert not SAQMRouter.is_state_dict({"route": state["route"]}) and not SAQMRouter.is_state_dict([1])
     buf = io.BytesIO()
     torch.save(state, buf)
     buf.seek(0)

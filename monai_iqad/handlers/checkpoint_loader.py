@@ -187,11 +187,13 @@ class ResumeCheckpointLoader(CheckpointLoader):
 
 def _is_router_state(path: str | os.PathLike) -> bool:
     """Whether ``path`` holds a :class:`~monai_iqad.networks.SAQMRouter` state dict (``route``, ``experts.<k>.*``)."""
+    from monai_iqad.networks import SAQMRouter
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # only a hint for an error already being raised
         return False
-    return isinstance(state, Mapping) and "route" in state and any(str(k).startswith("experts.") for k in state)
+    return SAQMRouter.is_state_dict(state)
 
 
 def _builds_router(loader: CheckpointLoader) -> bool:
@@ -235,7 +237,7 @@ class TrainedModelLoader(CheckpointLoader):
         path = check_checkpoint_file(self.load_path, MODEL_HINT)
         state = torch.load(path, map_location=self.map_location, weights_only=True)
         whole = "load the whole file (expert None; the bundles' --finetune_expert None)"
-        if not (isinstance(state, Mapping) and "route" in state):
+        if not SAQMRouter.is_state_dict(state):
             raise CheckpointError(
                 f"{path}: not a SAQMRouter state dict (no 'route' entry), so it has no expert {self.expert}",
                 file=path,

@@ -150,7 +150,7 @@ class SAQMRouter(nn.Module):
             ValueError: When ``state`` is not a router state dict, or does not fit the architecture.
         """
         ids = {int(key.split(".")[1]) for key in state if key.startswith("experts.")}
-        if "route" not in state or not ids or ids != set(range(len(ids))):
+        if not cls.is_state_dict(state) or ids != set(range(len(ids))):
             raise ValueError("not a SAQMRouter state dict: expected the keys 'route', 'experts.0.*', 'experts.1.*'...")
         net = cls.from_state_dicts([cls.expert_state_dict(state, k) for k in range(len(ids))], **kwargs)
         route = state["route"]
@@ -161,6 +161,12 @@ class SAQMRouter(nn.Module):
             )
         net.route.copy_(route)
         return net
+
+    @staticmethod
+    def is_state_dict(state: object) -> bool:
+        """Whether ``state`` is a router state dict (a mapping with ``route`` and ``experts.<k>.*`` keys), as opposed
+        to one SAQM's."""
+        return isinstance(state, Mapping) and "route" in state and any(str(k).startswith("experts.") for k in state)
 
     @staticmethod
     def expert_state_dict(state: Mapping[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
