@@ -411,3 +411,12 @@ def test_no_file_over_25mb(name):
 
 
 # large_files.yml: tests/test_model_zoo_verify.py (the model zoo's verify_bundle.py steps, offline)
+
+
+def test_documented_bundle_commands_never_pass_a_bare_none():
+    """``python -m monai.bundle run --key None`` is a no-op (MONAI's ``update_kwargs`` ignores None): the docs must say
+    ``--key '$None'``."""
+    docs = [REPO / "README.md", *REPO.glob("docs/*.md"), *REPO.glob("bundles/*/docs/README.md")]
+    docs += list(REPO.glob("scripts/bundle_template/*/docs/README.md"))
+    bad = [f"{p.relative_to(REPO)}: {m}" for p in docs for m in re.findall(r"--\w+ None\b", p.read_text())]
+    assert not bad, bad

@@ -236,7 +236,7 @@ class TrainedModelLoader(CheckpointLoader):
 
         path = check_checkpoint_file(self.load_path, MODEL_HINT)
         state = torch.load(path, map_location=self.map_location, weights_only=True)
-        whole = "load the whole file (expert None; the bundles' --finetune_expert None)"
+        whole = "load the whole file (expert None; the bundles' --finetune_expert '$None')"
         if not SAQMRouter.is_state_dict(state):
             raise CheckpointError(
                 f"{path}: not a SAQMRouter state dict (no 'route' entry), so it has no expert {self.expert}",
