@@ -218,3 +218,37 @@ def test_figure_handlers_write_tensorboard_tags(tmp_path):
     images = set(acc.Tags()["images"])
     assert {"val/pred_vs_mos", "val/roc/all", "val/roc/q0", "val/roc/q1", "val/confusion/all"} <= images
     assert acc.Scalars("lr/task")[0].value == pytest.approx(0.25)
+
+
+def test_best_model_saver_keeps_an_unrecorded_model_before_replacing_it(tmp_path):
+    """A ``model.pt`` that no run recorded (shipped weights) is copied to ``model.orig.pt`` before the first save;
+    a recorded one is not, and a second unrecorded file never replaces the first backup."""
+    shipped = {"weight": torch.full((1, 2), 7.0), "bias": torch.zeros(1)}
+    torch.save(shipped, tmp_path / "model.pt")
+    net = torch.nn.Linear(2, 1)
+    saver = BestModelSaver(tmp_path, net, "srocc")
+    assert saver.best is None  # nothing to beat
+    engine = _engine_with_metrics([0.1, 0.2])
+    saver.attach(engine)
+    engine.run([0], max_epochs=2)
+    kept = torch.load(tmp_path / "model.orig.pt", weights_only=True)
+    assert torch.equal(kept["weight"], shipped["weight"])
+    assert torch.equal(torch.load(tmp_path / "model.pt", weights_only=True)["weight"], net.weight)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.orig.pt", "model.pt", "model.pt.json"]
+
+    # a recorded model.pt (a run wrote it) is replaced by a better one without a backup
+    saver2 = BestModelSaver(tmp_path, torch.nn.Linear(2, 1), "srocc")
+    engine2 = _engine_with_metrics([0.9])
+    saver2.attach(engine2)
+    engine2.run([0], max_epochs=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.orig.pt", "model.pt", "model.pt.json"]
+
+    # another unrecorded file: the first backup stays, the new one is model.orig-1.pt
+    (tmp_path / "model.pt.json").unlink()
+    torch.save({"weight": torch.full((1, 2), 3.0), "bias": torch.zeros(1)}, tmp_path / "model.pt")
+    saver3 = BestModelSaver(tmp_path, torch.nn.Linear(2, 1), "srocc")
+    engine3 = _engine_with_metrics([0.5])
+    saver3.attach(engine3)
+    engine3.run([0], max_epochs=1)
+    assert torch.equal(torch.load(tmp_path / "model.orig.pt", weights_only=True)["weight"], shipped["weight"])
+    assert torch.load(tmp_path / "model.orig-1.pt", weights_only=True)["weight"][0, 0] == 3.0

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from monai_iqad.utils.dist import is_rank0
-from monai_iqad.utils.io import atomic_torch_save, atomic_write_json, remove_stale_temporaries
+from monai_iqad.utils.io import atomic_torch_save, atomic_write, atomic_write_json, remove_stale_temporaries
 
 __all__ = ["BestModelSaver"]
 
@@ -29,6 +30,10 @@ class BestModelSaver:
 
     ``model.pt`` holds a plain ``state_dict`` (no wrapper keys), the format ``monai.bundle ckpt_export`` and MONAI
     Label's ``BundleInferTask`` load directly.
+
+    A ``model.pt`` found without a record (shipped with a bundle, downloaded or copied there: no run of this saver
+    wrote it) has no score to beat, so the first validation replaces it; it is first copied to ``model.orig.pt``
+    (``model.orig-1.pt``… when that exists), so training in a bundle's ``models/`` never loses the shipped weights.
 
     Args:
         save_dir: folder of the model (a bundle's ``models/``).
@@ -57,6 +62,7 @@ class BestModelSaver:
         self.greater_is_better = greater_is_better
         self.logger = logging.getLogger(name or __name__)
         self.best: float | None = None if overwrite else self._previous_best()
+        self._unrecorded = self.path.is_file() and not self.record_path.is_file()
         self._cleaned = False
 
     @property
@@ -66,6 +72,29 @@ class BestModelSaver:
     @property
     def record_path(self) -> Path:
         return self.save_dir / f"{self.filename}.json"
+
+    @property
+    def backup_path(self) -> Path:
+        """Where an unrecorded ``model.pt`` is kept before its first replacement (a name not yet taken)."""
+        stem, suffix = Path(self.filename).stem, Path(self.filename).suffix
+        candidate, k = self.save_dir / f"{stem}.orig{suffix}", 0
+        while candidate.exists():
+            k += 1
+            candidate = self.save_dir / f"{stem}.orig-{k}{suffix}"
+        return candidate
+
+    def _keep_unrecorded(self) -> None:
+        """Copy an unrecorded ``model.pt`` to :attr:`backup_path` (atomically: temporary file + rename), once."""
+        if not (self._unrecorded and self.path.is_file()):
+            return
+        backup = self.backup_path
+        with open(self.path, "rb") as src:
+            atomic_write(backup, lambda dst: shutil.copyfileobj(src, dst))
+        self._unrecorded = False
+        self.logger.warning(
+            f"{self.path} has no score record (not written by a training run, e.g. shipped weights); "
+            f"kept as {backup} before it is replaced"
+        )
 
     def _previous_best(self) -> float | None:
         if not (self.path.is_file() and self.record_path.is_file()):
@@ -112,6 +141,7 @@ class BestModelSaver:
         net = self.network
         if isinstance(net, torch.nn.parallel.DistributedDataParallel):
             net = net.module
+        self._keep_unrecorded()
         atomic_torch_save(net.state_dict(), self.path)
         atomic_write_json(
             self.record_path,
