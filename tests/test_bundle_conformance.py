@@ -420,3 +420,43 @@ def test_documented_bundle_commands_never_pass_a_bare_none():
     docs += list(REPO.glob("scripts/bundle_template/*/docs/README.md"))
     bad = [f"{p.relative_to(REPO)}: {m}" for p in docs for m in re.findall(r"--\w+ None\b", p.read_text())]
     assert not bad, bad
+
+
+#: ``monai.bundle run`` arguments that are not config keys.
+_RUN_ARGS = {"config_file", "meta_file", "logging_file", "args_file", "run_id", "init_id", "final_id", "tracking"}
+
+
+def _documented_runs(readme: Path) -> list[tuple[Path, list[str], list[str]]]:
+    """``(bundle, config files, override keys)`` of each ``monai.bundle run`` command in a bundle README's bash
+    blocks (a ``cd ../other`` earlier in the block switches the bundle)."""
+    runs = []
+    for block in re.findall(r"```bash\n(.*?)```", readme.read_text(), re.S):
+        bundle = readme.parent.parent
+        for line in block.replace("\\\n", " ").split("\n"):
+            line = line.split(" #")[0]
+            moved = re.match(r"\s*cd\s+\.\./(\w+)", line)
+            bundle = bundle.parent / moved[1] if moved else bundle
+            if "monai.bundle run" not in line:
+                continue
+            line = line[line.index("monai.bundle run") :]
+            files = re.search(r"--config_file\s+(\"[^\"]*\"|'[^']*'|\S+)", line)[1].strip("\"'")
+            files = json.loads(files.replace("'", '"')) if files.startswith("[") else [files]
+            runs.append((bundle, files, [k for k in re.findall(r"\s--([\w#]+)", line) if k not in _RUN_ARGS]))
+    return runs
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_documented_bundle_commands_name_existing_configs_and_keys(name):
+    """Each ``monai.bundle run`` command of the README names config files that exist, and overrides only keys that
+    the merged config defines (``monai.bundle run --typo 1`` silently adds a key that nothing reads)."""
+    from monai.bundle import ConfigParser
+
+    runs = _documented_runs(bundle_dir(name) / "docs" / "README.md")
+    assert runs, f"{name}: no monai.bundle run command documented"
+    for bundle, files, keys in runs:
+        missing = [f for f in files if not (bundle / f).is_file()]
+        assert not missing, f"{name} README: {bundle.name} has no {missing}"
+        parser = ConfigParser()
+        parser.read_config([str(bundle / f) for f in files])
+        unknown = [k for k in keys if k not in parser]
+        assert not unknown, f"{name} README: {files} define no {unknown}"
