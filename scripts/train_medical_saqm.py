@@ -1,0 +1,265 @@
+"""Train the shipped ``bundles/medical_saqm_iqa/models/model.pt`` (a two-expert ``SAQMRouter``) with one command.
+
+The four documented steps of the bundle README ("How the shipped weights were made"), in order, each in its own
+process with one torch thread, seeded:
+
+1. corpus preset ``v1`` (``--strict``: a missing source is an error, not a smaller corpus);
+2. expert 0: ``train.json`` + ``pretrain.json`` for ``--epochs0`` epochs; the best validation SROCC is kept;
+3. corpus preset ``mr`` and expert 1: the MR arm (``pretrain_modality``, ``_distill``, ``_speckle``, ``_mr``)
+   warm-started from expert 0, one checkpoint per epoch for ``--epochs1`` epochs;
+4. the checkpoint selection on the validation sources (``benchmarks/iqa_ladder.py --select``, expert 0 the
+   reference) among the epochs ``--select-epochs``, then the router (``--router``, radiographs -> expert 1).
+
+Everything is written under ``--out`` (default ``bundles/medical_saqm_iqa/runs/recipe``); ``models/model.pt`` is only
+read (its sha256 from ``large_files.yml`` is compared at the end), never written. Rerunning the command continues an
+interrupted run: finished steps are skipped and a stopped training resumes from its ``checkpoint.pt``
+(bit-identical to an uninterrupted run). Each step's wall time goes to ``OUT/recipe.json``.
+
+Bit for bit: the steps are seeded and single-threaded, and a rerun on the same kind of CPU gives the same files, but
+bf16 training takes oneDNN kernels chosen by the instruction set (AMX-BF16 where the CPU has it, else AVX512-BF16,
+...), and different kernels give different weights. ``--isa0`` / ``--isa1`` cap the set for a step
+(``ONEDNN_MAX_CPU_ISA``); ``OUT/recipe.json`` records the CPU's bf16 flags. See the bundle README for which files
+this regenerates.
+
+Usage::
+
+    python scripts/train_medical_saqm.py                         # about 85 min on one core of a 2-core CPU
+    python scripts/train_medical_saqm.py --out /tmp/r --verify    # exit 1 unless the result equals the shipped file
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "medical_saqm_iqa"
+LADDER = REPO / "benchmarks" / "iqa_ladder.py"
+
+#: Epochs the shipped expert-1 selection compared (bundle README); the default list is those ``<= --epochs1``.
+SHIPPED_SELECT_EPOCHS = (1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 33, 36, 39, 40)
+EXPERT0_CONFIGS = ("configs/train.json", "configs/pretrain.json")
+EXPERT1_CONFIGS = (
+    *EXPERT0_CONFIGS,
+    "configs/pretrain_modality.json",
+    "configs/pretrain_distill.json",
+    "configs/pretrain_speckle.json",
+    "configs/pretrain_mr.json",
+)
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shipped_sha256(bundle: Path = BUNDLE) -> str | None:
+    """``hash_val`` of ``models/model.pt`` in the bundle's ``large_files.yml`` (None without an entry)."""
+    import yaml
+
+    listing = bundle / "large_files.yml"
+    if not listing.is_file():
+        return None
+    for entry in yaml.safe_load(listing.read_text(encoding="utf-8")).get("large_files", []):
+        if entry.get("path") == "models/model.pt":
+            return entry.get("hash_val")
+    return None
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``; empty where it does not exist)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return set()
+    return {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+
+
+def trained_epochs(ckpt_dir: Path) -> int:
+    """Epochs finished by the training that writes ``ckpt_dir/checkpoint.pt`` (0 when there is none)."""
+    path = ckpt_dir / "checkpoint.pt"
+    if not path.is_file():
+        return 0
+    trainer = torch.load(path, map_location="cpu", weights_only=True)["trainer"]  # Ignite's Engine.state_dict()
+    return int(trainer["iteration"]) // int(trainer["epoch_length"])
+
+
+class Recipe:
+    """The steps of one run, sharing its output folder, environment and timing log."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.out = Path(args.out).resolve()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.out / "recipe.json"
+        self.log: dict = json.loads(self.log_path.read_text(encoding="utf-8")) if self.log_path.is_file() else {}
+        self.env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
+
+    def _run(self, step: str, cmd: list[str], cwd: Path = REPO, env: dict[str, str] | None = None) -> None:
+        prefix = "".join(f"{k}={v} " for k, v in (env or {}).items())
+        print(f"[{step}] {prefix}{' '.join(cmd)}", flush=True)
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=cwd, env={**self.env, **(env or {})}, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"[{step}] failed with exit status {proc.returncode}: {' '.join(cmd)}")
+        self.log.setdefault("steps", {}).setdefault(step, []).append(round(time.perf_counter() - start, 1))
+        self.log_path.write_text(json.dumps(self.log, indent=2) + "\n", encoding="utf-8")
+
+    def corpus(self, preset: str) -> Path:
+        """The corpus of ``preset`` under ``OUT/corpus_<preset>`` (built once)."""
+        folder = self.out / f"corpus_{preset}"
+        if not (folder / "manifest.json").is_file():
+            cmd = [sys.executable, "-m", "monai_iqad.data", "pretrain-corpus", str(folder), "--preset", preset]
+            self._run(f"corpus_{preset}", [*cmd, "--seed", str(self.args.seed), "--strict"])
+        return folder
+
+    def train(self, step: str, configs: Sequence[str], epochs: int, overrides: dict[str, str], isa: str = "") -> Path:
+        """One ``monai.bundle run`` writing to ``OUT/<step>``; skipped when done, resumed when stopped; ``isa``
+        caps oneDNN's instruction set (``ONEDNN_MAX_CPU_ISA``; "" = no cap)."""
+        ckpt_dir = self.out / step
+        done = trained_epochs(ckpt_dir)
+        if done >= epochs:
+            print(f"[{step}] {done} epochs already trained in {ckpt_dir}; skipped", flush=True)
+            return ckpt_dir
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(list(configs))]
+        cmd += ["--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf"]
+        settings = {
+            "ckpt_dir": str(ckpt_dir),
+            "output_dir": str(ckpt_dir),
+            "max_epochs": str(epochs),
+            "num_threads": str(self.args.threads),
+            "seed": str(self.args.seed),
+            "time_limit_s": "0",
+            "resume": str(done > 0),
+            **overrides,
+            **dict(kv.split("=", 1) for kv in self.args.override),
+        }
+        for key, value in settings.items():
+            cmd += [f"--{key}", value]
+        self._run(step, cmd, cwd=BUNDLE, env={"ONEDNN_MAX_CPU_ISA": isa} if isa else {})
+        return ckpt_dir
+
+    def ladder(self, step: str, target: Path, extra: list[str]) -> Path:
+        """One ``benchmarks/iqa_ladder.py`` call that writes ``target`` (skipped when it exists)."""
+        if not target.is_file():
+            cmd = [sys.executable, str(LADDER), "--threads", str(self.args.threads), "--width", str(self.args.width)]
+            self._run(step, [*cmd, *extra])
+        return target
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=str(BUNDLE / "runs" / "recipe"), help="output folder (never models/)")
+    parser.add_argument("--epochs0", type=int, default=70, help="epochs of expert 0 (best validation SROCC is kept)")
+    parser.add_argument("--epochs1", type=int, default=40, help="epochs of expert 1 (one checkpoint per epoch)")
+    parser.add_argument(
+        "--select-epochs",
+        default=None,
+        help="comma-separated expert-1 epochs the selection compares (default: the shipped list, up to --epochs1)",
+    )
+    parser.add_argument("--isa0", default="", help="ONEDNN_MAX_CPU_ISA of expert 0's training ('' = no cap)")
+    parser.add_argument("--isa1", default="", help="ONEDNN_MAX_CPU_ISA of expert 1's training ('' = no cap)")
+    parser.add_argument("--preset0", default="v1", help="corpus preset of expert 0")
+    parser.add_argument("--preset1", default="mr", help="corpus preset of expert 1")
+    parser.add_argument("--route", action="append", default=None, help="MODALITY=K of the router (default CR=1)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of every step")
+    parser.add_argument("--width", type=float, default=0.125, help="SAQM width (the shipped model's is 0.125)")
+    parser.add_argument("--select-max-drop", type=float, default=0.05, help="selection rule (iqa_ladder.py)")
+    parser.add_argument("--select-floor", type=float, default=0.80, help="selection rule (iqa_ladder.py)")
+    parser.add_argument(
+        "--override", action="append", default=[], help="KEY=VALUE for both bundle runs (e.g. batch_size=4)"
+    )
+    parser.add_argument("--verify", action="store_true", help="exit 1 unless the router equals the shipped file")
+    args = parser.parse_args(argv)
+    out = Path(args.out).resolve()
+    if out == (BUNDLE / "models").resolve():
+        parser.error("--out must not be the bundle's models/ folder: the shipped file is only compared, never replaced")
+    if any("=" not in kv for kv in args.override):
+        parser.error("--override takes KEY=VALUE")
+    select_epochs = (
+        [int(e) for e in args.select_epochs.split(",")]
+        if args.select_epochs
+        else [e for e in SHIPPED_SELECT_EPOCHS if e <= args.epochs1]
+    )
+    if not select_epochs or max(select_epochs) > args.epochs1:
+        parser.error(f"--select-epochs {select_epochs} must be non-empty and at most --epochs1 {args.epochs1}")
+
+    flags = cpu_flags()
+    if flags and "amx_bf16" not in flags:
+        print("warning: this CPU has no AMX-BF16; bf16 training takes other kernels than the shipped run's", flush=True)
+    recipe = Recipe(args)
+    recipe.log.update(isa0=args.isa0, isa1=args.isa1, cpu_bf16_flags=sorted(f for f in flags if "bf16" in f))
+    start = time.perf_counter()
+    width = {"width": str(args.width)}
+
+    corpus0 = recipe.corpus(args.preset0)
+    expert0 = recipe.train(
+        "expert0", EXPERT0_CONFIGS, args.epochs0, {**width, "dataset_dir": str(corpus0)}, isa=args.isa0
+    )
+    corpus1 = recipe.corpus(args.preset1)
+    expert1 = recipe.train(
+        "expert1",
+        EXPERT1_CONFIGS,
+        args.epochs1,
+        {
+            **width,
+            "dataset_dir": str(corpus1),
+            "corpus_preset": args.preset1,
+            "init_path": str(expert0 / "model.pt"),
+            "init_expert": "$None",  # a plain "None" is dropped by monai.bundle run (unset argument)
+        },
+        isa=args.isa1,
+    )
+    candidates = expert1 / "select"
+    candidates.mkdir(exist_ok=True)
+    for e in select_epochs:
+        link = candidates / f"model_epoch={e}.pt"
+        if not link.exists():
+            link.symlink_to(Path("..") / "epochs" / f"model_epoch={e}.pt")
+    selected = recipe.ladder(
+        "selection",
+        expert1 / "selected.pt",
+        [
+            "--corpus", str(corpus1), "--split", "validation", "--no-speed",
+            "--select", str(candidates / "model_epoch=*.pt"), "--select-out", str(expert1 / "selected.pt"),
+            "--select-reference", str(expert0 / "model.pt"),
+            "--select-max-drop", str(args.select_max_drop), "--select-floor", str(args.select_floor),
+        ],
+    )  # fmt: skip
+    routes = ["--route", *(args.route or ["CR=1"])]
+    model = recipe.ladder(
+        "router",
+        recipe.out / "model.pt",
+        ["--router", str(expert0 / "model.pt"), str(selected), *routes, "--router-out", str(recipe.out / "model.pt")],
+    )
+
+    digest, shipped = sha256(model), shipped_sha256()
+    same = digest == shipped
+    recipe.log.update(sha256=digest, equals_shipped=same, last_run_s=round(time.perf_counter() - start, 1))
+    recipe.log_path.write_text(json.dumps(recipe.log, indent=2) + "\n", encoding="utf-8")
+    print(f"{model}: sha256 {digest}")
+    print(
+        "identical to the shipped models/model.pt"
+        if same
+        else f"differs from the shipped models/model.pt (sha256 {shipped})"
+    )
+    print(f"steps (s): {json.dumps(recipe.log.get('steps', {}))}")
+    return 1 if args.verify and not same else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""``scripts/train_medical_saqm.py``: the one-command recipe of the shipped medical router, run end to end on the
+"tiny" corpus preset (1 + 2 epochs at width 0.0625), then rerun (every step skipped) and resumed after a lost step."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from bundle_testing import REPO, subprocess_env
+
+SCRIPT = REPO / "scripts" / "train_medical_saqm.py"
+TINY = [
+    "--preset0", "tiny", "--preset1", "tiny", "--epochs0", "1", "--epochs1", "2", "--select-epochs", "1,2",
+    "--width", "0.0625", "--override", "batch_size=4", "--select-max-drop", "1", "--select-floor", "-1",
+]  # fmt: skip
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("train_medical_saqm", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _recipe(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(SCRIPT), "--out", str(out), *TINY, *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=subprocess_env())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("recipe")
+    return out, _recipe(out)
+
+
+def test_recipe_builds_a_router_of_its_two_experts(tiny_run):
+    from monai_iqad.networks import SAQMRouter
+
+    out, proc = tiny_run
+    router = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    assert SAQMRouter.is_state_dict(router)
+    # route per modality plane (CR, CT, MR, US, fundus, natural), then unknown: radiographs -> expert 1
+    assert router["route"].tolist() == [1, 0, 0, 0, 0, 0, 0]
+    expert0 = torch.load(out / "expert0" / "model.pt", map_location="cpu", weights_only=True)
+    selected = torch.load(out / "expert1" / "selected.pt", map_location="cpu", weights_only=True)
+    for k, state in ((0, expert0), (1, selected)):
+        got = SAQMRouter.expert_state_dict(router, k)
+        assert set(got) == set(state) and all(torch.equal(got[n], state[n]) for n in state)
+    # expert 1 was warm-started from expert 0 ('$None': the whole file, not an expert of a router), with 6 planes more
+    first = next(n for n in selected if n.endswith("weight") and selected[n].ndim == 4)
+    assert selected[first].shape[1] == expert0[first].shape[1] + 6
+    # the selection compared exactly the requested epochs, expert 0 the reference
+    assert re.findall(r"model_epoch=(\d+)\.pt: mean within-ladder", proc.stdout) == ["1", "2"]
+    log = json.loads((out / "recipe.json").read_text())
+    assert set(log["steps"]) == {"corpus_tiny", "expert0", "expert1", "selection", "router"}
+    assert log["sha256"] == _module().sha256(out / "model.pt") and log["equals_shipped"] is False
+    assert "differs from the shipped models/model.pt" in proc.stdout
+
+
+def test_recipe_rerun_skips_done_steps_and_resumes_a_lost_one(tiny_run):
+    out, _ = tiny_run
+    before = json.loads((out / "recipe.json").read_text())["sha256"]
+    (out / "model.pt").unlink()  # a run stopped before its last step
+    proc = _recipe(out)
+    assert "[expert0] 1 epochs already trained" in proc.stdout and "[expert1] 2 epochs already trained" in proc.stdout
+    assert "[selection]" not in proc.stdout and "[router]" in proc.stdout
+    log = json.loads((out / "recipe.json").read_text())
+    assert log["sha256"] == before and len(log["steps"]["router"]) == 2 and len(log["steps"]["expert0"]) == 1
+    # --verify: exit 1 when the result is not the shipped file
+    cmd = [sys.executable, str(SCRIPT), "--out", str(out), *TINY, "--verify"]
+    assert subprocess.run(cmd, capture_output=True, env=subprocess_env(), timeout=120).returncode == 1
+
+
+def test_trained_epochs_reads_ignite_state(tmp_path):
+    module = _module()
+    assert module.trained_epochs(tmp_path) == 0
+    torch.save({"trainer": {"iteration": 75, "epoch_length": 25, "max_epochs": 34}}, tmp_path / "checkpoint.pt")
+    assert module.trained_epochs(tmp_path) == 3
+
+
+def test_recipe_refuses_models_folder_and_bad_arguments():
+    module = _module()
+    for args in (
+        ["--out", str(module.BUNDLE / "models")],
+        ["--epochs1", "10", "--select-epochs", "12"],
+        ["--override", "batch_size"],
+    ):
+        with pytest.raises(SystemExit) as e:
+            module.main(args)
+        assert e.value.code == 2
+    listed = re.search(r"hash_val: \"(\w+)\"", (module.BUNDLE / "large_files.yml").read_text())[1]
+    assert module.shipped_sha256() == listed == module.sha256(module.BUNDLE / "models" / "model.pt")
