@@ -108,13 +108,13 @@ class Recipe:
         self.log: dict = json.loads(self.log_path.read_text(encoding="utf-8")) if self.log_path.is_file() else {}
         self.env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
 
-    def _run(self, step: str, cmd: list[str], cwd: Path = REPO, env: dict[str, str] | None = None) -> None:
+    def _run(self, step: str, cmd: list[str], cwd: Path = REPO, env: dict | None = None, hint: str = "") -> None:
         prefix = "".join(f"{k}={v} " for k, v in (env or {}).items())
         print(f"[{step}] {prefix}{' '.join(cmd)}", flush=True)
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=cwd, env={**self.env, **(env or {})}, check=False)
         if proc.returncode != 0:
-            raise SystemExit(f"[{step}] failed with exit status {proc.returncode}: {' '.join(cmd)}")
+            raise SystemExit(f"[{step}] failed with exit status {proc.returncode}: {' '.join(cmd)}{hint}")
         self.log.setdefault("steps", {}).setdefault(step, []).append(round(time.perf_counter() - start, 1))
         self.log_path.write_text(json.dumps(self.log, indent=2) + "\n", encoding="utf-8")
 
@@ -152,11 +152,11 @@ class Recipe:
         self._run(step, cmd, cwd=BUNDLE, env={"ONEDNN_MAX_CPU_ISA": isa} if isa else {})
         return ckpt_dir
 
-    def ladder(self, step: str, target: Path, extra: list[str]) -> Path:
+    def ladder(self, step: str, target: Path, extra: list[str], hint: str = "") -> Path:
         """One ``benchmarks/iqa_ladder.py`` call that writes ``target`` (skipped when it exists)."""
         if not target.is_file():
             cmd = [sys.executable, str(LADDER), "--threads", str(self.args.threads), "--width", str(self.args.width)]
-            self._run(step, [*cmd, *extra])
+            self._run(step, [*cmd, *extra], hint=hint)
         return target
 
 
@@ -239,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--select-reference", str(expert0 / "model.pt"),
             "--select-max-drop", str(args.select_max_drop), "--select-floor", str(args.select_floor),
         ],
+        hint="\n(exit status 1: no expert-1 checkpoint passes the rule against expert 0 on the validation sources, so "
+        "there is no router; every checkpoint's scores are printed above)",
     )  # fmt: skip
     routes = ["--route", *(args.route or ["CR=1"])]
     model = recipe.ladder(
