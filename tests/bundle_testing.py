@@ -95,8 +95,11 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def cli_value(value: Any) -> str:
-    """Encode an override value for ``python -m monai.bundle run --key value`` (parsed by Python Fire)."""
-    if isinstance(value, bool) or value is None:
+    """Encode an override value for ``python -m monai.bundle run --key value`` (parsed by Python Fire). ``None``
+    becomes the expression ``$None``: ``monai.bundle run`` drops a bare ``None`` and keeps the config's value."""
+    if value is None:
+        return "$None"
+    if isinstance(value, bool):
         return repr(value)
     if isinstance(value, (int, float)):
         return repr(value)

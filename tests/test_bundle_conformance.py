@@ -460,3 +460,12 @@ def test_documented_bundle_commands_name_existing_configs_and_keys(name):
         parser.read_config([str(bundle / f) for f in files])
         unknown = [k for k in keys if k not in parser]
         assert not unknown, f"{name} README: {files} define no {unknown}"
+
+
+def test_cli_value_passes_none_as_an_expression():
+    """``bundle_command`` overrides: ``None`` must reach the config (``$None``); a bare ``None`` would be dropped."""
+    from bundle_testing import bundle_command
+
+    args = bundle_command(["configs/train.json"], {"init_expert": None, "resume": True, "max_epochs": 2})
+    assert args[args.index("--init_expert") + 1] == "$None"  # ConfigExpression prefix
+    assert args[args.index("--resume") + 1] == "True" and args[args.index("--max_epochs") + 1] == "2"
