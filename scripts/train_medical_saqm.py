@@ -25,6 +25,8 @@ Usage::
 
     python scripts/train_medical_saqm.py                         # about 85 min on one core of a 2-core CPU
     python scripts/train_medical_saqm.py --out /tmp/r --verify    # exit 1 unless the result equals the shipped file
+    python scripts/train_medical_saqm.py --expert0 bundles/medical_saqm_iqa/models/model.pt --verify
+        # steps 3-4 only, from the shipped router's expert 0 (the 0.1.0 weights): regenerates 0.2.0 on AMX CPUs
 """
 
 from __future__ import annotations
@@ -122,6 +124,35 @@ class Recipe:
             self._run(f"corpus_{preset}", [*cmd, "--seed", str(self.args.seed), "--strict"])
         return folder
 
+    def take_expert0(self, source: Path) -> Path:
+        """``OUT/expert0/model.pt`` from ``source`` instead of training it: a SAQM checkpoint, or a ``SAQMRouter``
+        whose expert 0 is extracted (e.g. the shipped router, whose expert 0 is the 0.1.0 model). A different file
+        already there is an error, not overwritten."""
+        from monai_iqad.networks import SAQMRouter
+        from monai_iqad.utils.io import atomic_torch_save
+
+        try:
+            state = torch.load(source, map_location="cpu", weights_only=True)
+        except Exception as e:  # missing, corrupt or not a torch file: name it
+            raise SystemExit(f"--expert0 {source}: cannot be read as a checkpoint ({type(e).__name__}: {e})") from e
+        if isinstance(state, dict) and SAQMRouter.is_state_dict(state):
+            state = SAQMRouter.expert_state_dict(state, 0)
+        if not isinstance(state, dict) or "attention.query.0.weight" not in state:
+            raise SystemExit(f"--expert0 {source}: neither a SAQM checkpoint nor a SAQMRouter (no SAQM weights)")
+        target = self.out / "expert0" / "model.pt"
+        if target.is_file():
+            have = torch.load(target, map_location="cpu", weights_only=True)
+            if have.keys() != state.keys() or not all(torch.equal(have[k], state[k]) for k in state):
+                raise SystemExit(f"--expert0 {source}: {target} holds other weights; use another --out")
+            return target.parent
+        if (target.parent / "checkpoint.pt").is_file():
+            raise SystemExit(f"--expert0 {source}: {target.parent} holds a trained expert 0; use another --out")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(state, target)
+        self.log["expert0_from"] = {"path": str(source), "sha256": sha256(source)}
+        print(f"[expert0] expert 0 of {source} -> {target} (not trained)", flush=True)
+        return target.parent
+
     def train(self, step: str, configs: Sequence[str], epochs: int, overrides: dict[str, str], isa: str = "") -> Path:
         """One ``monai.bundle run`` writing to ``OUT/<step>``; skipped when done, resumed when stopped; ``isa``
         caps oneDNN's instruction set (``ONEDNN_MAX_CPU_ISA``; "" = no cap)."""
@@ -166,6 +197,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="comma-separated expert-1 epochs the selection compares (default: the shipped list, up to --epochs1)",
     )
+    parser.add_argument(
+        "--expert0",
+        default=None,
+        help="take expert 0 from this SAQM checkpoint or router (its expert 0) instead of training it (no corpus v1)",
+    )
     parser.add_argument("--isa0", default="", help="ONEDNN_MAX_CPU_ISA of expert 0's training ('' = no cap)")
     parser.add_argument("--isa1", default="", help="ONEDNN_MAX_CPU_ISA of expert 1's training ('' = no cap)")
     parser.add_argument("--preset0", default="v1", help="corpus preset of expert 0")
@@ -202,10 +238,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     width = {"width": str(args.width)}
 
-    corpus0 = recipe.corpus(args.preset0)
-    expert0 = recipe.train(
-        "expert0", EXPERT0_CONFIGS, args.epochs0, {**width, "dataset_dir": str(corpus0)}, isa=args.isa0
-    )
+    if args.expert0:
+        expert0 = recipe.take_expert0(Path(args.expert0).resolve())
+    else:
+        corpus0 = recipe.corpus(args.preset0)
+        expert0 = recipe.train(
+            "expert0", EXPERT0_CONFIGS, args.epochs0, {**width, "dataset_dir": str(corpus0)}, isa=args.isa0
+        )
     corpus1 = recipe.corpus(args.preset1)
     expert1 = recipe.train(
         "expert1",

@@ -79,6 +79,31 @@ def test_recipe_rerun_skips_done_steps_and_resumes_a_lost_one(tiny_run):
     assert subprocess.run(cmd, capture_output=True, env=subprocess_env(), timeout=120).returncode == 1
 
 
+def test_recipe_from_a_router_expert0_regenerates_the_router(tiny_run, tmp_path):
+    # --expert0 ROUTER: expert 0 is taken from the router (not trained) and steps 3-4 rerun; same seed, same CPU,
+    # so the result is the first run's router bit for bit (how 0.2.0 is regenerated from its own expert 0)
+    out, _ = tiny_run
+    again = tmp_path / "again"
+    proc = _recipe(again, "--expert0", str(out / "model.pt"))
+    assert "(not trained)" in proc.stdout and "[corpus_tiny]" in proc.stdout
+    log = json.loads((again / "recipe.json").read_text())
+    assert "expert0" not in log["steps"] and set(log["steps"]) == {"corpus_tiny", "expert1", "selection", "router"}
+    assert log["expert0_from"]["sha256"] == log["sha256"] == json.loads((out / "recipe.json").read_text())["sha256"]
+    # a rerun with the same source is fine (nothing redone); another expert 0 in that folder is refused
+    module = _module()
+    assert module.main(["--out", str(again), *TINY, "--expert0", str(out / "model.pt")]) == 0
+    other = tmp_path / "other.pt"
+    state = torch.load(out / "expert0" / "model.pt", map_location="cpu", weights_only=True)
+    torch.save({k: v + 1 for k, v in state.items()}, other)
+    for source, message in ((other, "holds other weights"), (out / "recipe.json", "cannot be read as a checkpoint")):
+        with pytest.raises(SystemExit) as e:
+            module.main(["--out", str(again), *TINY, "--expert0", str(source)])
+        assert message in str(e.value)
+    torch.save({"weight": torch.zeros(1)}, other)
+    with pytest.raises(SystemExit, match="neither a SAQM checkpoint nor a SAQMRouter"):
+        module.main(["--out", str(tmp_path / "third"), *TINY, "--expert0", str(other)])
+
+
 def test_trained_epochs_reads_ignite_state(tmp_path):
     module = _module()
     assert module.trained_epochs(tmp_path) == 0
