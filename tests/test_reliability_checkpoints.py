@@ -157,6 +157,7 @@ def test_good_and_missing_checkpoints(tmp_path):
 
 def test_savers_remove_stale_temporaries_when_a_run_starts(tmp_path):
     stale = [tmp_path / ".checkpoint.pt.k1ll3d.tmp", tmp_path / ".model.pt.x.tmp", tmp_path / ".model.pt.json.y.tmp"]
+    stale.append(tmp_path / ".model.orig.pt.z.tmp")  # a killed copy of an unrecorded model.pt to its backup
     for p in stale:
         p.write_bytes(b"\0" * 4096)
     net = torch.nn.Linear(3, 2)

@@ -120,10 +120,11 @@ class BestModelSaver:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def remove_stale_temporaries(self, engine: Engine | None = None) -> None:
-        """Delete the temporary files of ``model.pt`` / ``model.pt.json`` left by a killed save (rank 0, once)."""
+        """Delete the temporary files of ``model.pt`` / ``model.pt.json`` and of the backup of an unrecorded model
+        (its first free name, the one a killed copy was writing) left by a killed save (rank 0, once)."""
         if is_rank0() and not self._cleaned:
-            remove_stale_temporaries(self.path)
-            remove_stale_temporaries(self.record_path)
+            for path in (self.path, self.record_path, self.backup_path):
+                remove_stale_temporaries(path)
             self._cleaned = True
 
     def __call__(self, engine: Engine) -> None:
