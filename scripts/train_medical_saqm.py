@@ -10,10 +10,11 @@ process with one torch thread, seeded:
 4. the checkpoint selection on the validation sources (``benchmarks/iqa_ladder.py --select``, expert 0 the
    reference) among the epochs ``--select-epochs``, then the router (``--router``, radiographs -> expert 1).
 
-Everything is written under ``--out`` (default ``bundles/medical_saqm_iqa/runs/recipe``); ``models/model.pt`` is only
-read (its sha256 from ``large_files.yml`` is compared at the end), never written. Rerunning the command continues an
-interrupted run: finished steps are skipped and a stopped training resumes from its ``checkpoint.pt``
-(bit-identical to an uninterrupted run). Each step's wall time goes to ``OUT/recipe.json``.
+Everything is written under ``--out`` (default ``bundles/medical_saqm_iqa/runs/recipe``, with ``--expert0``
+``runs/regen``); ``models/model.pt`` is only read (its sha256 from ``large_files.yml`` is compared at the end), never
+written. Rerunning the command continues an interrupted run: finished steps are skipped and a stopped training
+resumes from its ``checkpoint.pt`` (bit-identical to an uninterrupted run). Each step's wall time goes to
+``OUT/recipe.json``.
 
 Bit for bit: the steps are seeded and single-threaded, and a rerun on the same kind of CPU gives the same files, but
 bf16 training takes oneDNN kernels chosen by the instruction set (AMX-BF16 where the CPU has it, else AVX512-BF16,
@@ -23,7 +24,7 @@ this regenerates.
 
 Usage::
 
-    python scripts/train_medical_saqm.py                         # about 85 min on one core of a 2-core CPU
+    python scripts/train_medical_saqm.py                         # about 96 min on one core of a busy 2-core CPU
     python scripts/train_medical_saqm.py --out /tmp/r --verify    # exit 1 unless the result equals the shipped file
     python scripts/train_medical_saqm.py --expert0 bundles/medical_saqm_iqa/models/model.pt --verify
         # steps 3-4 only, from the shipped router's expert 0 (the 0.1.0 weights): regenerates 0.2.0 on AMX CPUs
@@ -189,7 +190,9 @@ class Recipe:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=str(BUNDLE / "runs" / "recipe"), help="output folder (never models/)")
+    parser.add_argument(
+        "--out", default=None, help="output folder, never models/ (default runs/recipe, with --expert0 runs/regen)"
+    )
     parser.add_argument("--epochs0", type=int, default=70, help="epochs of expert 0 (best validation SROCC is kept)")
     parser.add_argument("--epochs1", type=int, default=40, help="epochs of expert 1 (one checkpoint per epoch)")
     parser.add_argument(
@@ -217,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--verify", action="store_true", help="exit 1 unless the router equals the shipped file")
     args = parser.parse_args(argv)
+    args.out = args.out or str(BUNDLE / "runs" / ("regen" if args.expert0 else "recipe"))
     out = Path(args.out).resolve()
     if out == (BUNDLE / "models").resolve():
         parser.error("--out must not be the bundle's models/ folder: the shipped file is only compared, never replaced")
@@ -238,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     width = {"width": str(args.width)}
 
+    if "expert0_from" in recipe.log and not args.expert0:
+        raise SystemExit(f"{recipe.out} holds a run whose expert 0 was not trained (--expert0); use another --out")
     if args.expert0:
         expert0 = recipe.take_expert0(Path(args.expert0).resolve())
     else:

@@ -89,9 +89,17 @@ def test_recipe_from_a_router_expert0_regenerates_the_router(tiny_run, tmp_path)
     log = json.loads((again / "recipe.json").read_text())
     assert "expert0" not in log["steps"] and set(log["steps"]) == {"corpus_tiny", "expert1", "selection", "router"}
     assert log["expert0_from"]["sha256"] == log["sha256"] == json.loads((out / "recipe.json").read_text())["sha256"]
-    # a rerun with the same source is fine (nothing redone); another expert 0 in that folder is refused
+    # a rerun with the same source is fine (nothing redone); another expert 0 in that folder is refused, and so is
+    # a from-scratch run (it would train an expert 0 under an expert 1 that was not trained from it)
     module = _module()
     assert module.main(["--out", str(again), *TINY, "--expert0", str(out / "model.pt")]) == 0
+    with pytest.raises(SystemExit, match="was not trained"):
+        module.main(["--out", str(again), *TINY])
+    partial = tmp_path / "partial" / "expert0"  # a from-scratch run stopped before its first validation
+    partial.mkdir(parents=True)
+    torch.save({"trainer": {"iteration": 5, "epoch_length": 5}}, partial / "checkpoint.pt")
+    with pytest.raises(SystemExit, match="holds a trained expert 0"):
+        module.main(["--out", str(partial.parent), *TINY, "--expert0", str(again / "model.pt")])
     other = tmp_path / "other.pt"
     state = torch.load(out / "expert0" / "model.pt", map_location="cpu", weights_only=True)
     torch.save({k: v + 1 for k, v in state.items()}, other)
