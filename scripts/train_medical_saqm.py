@@ -44,6 +44,8 @@ from pathlib import Path
 
 import torch
 
+from monai_iqad.utils.io import atomic_write_json
+
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "medical_saqm_iqa"
 LADDER = REPO / "benchmarks" / "iqa_ladder.py"
@@ -115,7 +117,11 @@ class Recipe:
         if proc.returncode != 0:
             raise SystemExit(f"[{step}] failed with exit status {proc.returncode}: {' '.join(cmd)}{hint}")
         self.log.setdefault("steps", {}).setdefault(step, []).append(round(time.perf_counter() - start, 1))
-        self.log_path.write_text(json.dumps(self.log, indent=2) + "\n", encoding="utf-8")
+        self.save_log()
+
+    def save_log(self) -> None:
+        """Write ``OUT/recipe.json`` (atomically)."""
+        atomic_write_json(self.log_path, self.log)
 
     def corpus(self, preset: str) -> Path:
         """The corpus of ``preset`` under ``OUT/corpus_<preset>`` (built once)."""
@@ -149,8 +155,9 @@ class Recipe:
         if (target.parent / "checkpoint.pt").is_file():
             raise SystemExit(f"--expert0 {source}: {target.parent} holds a trained expert 0; use another --out")
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save(state, target)
         self.log["expert0_from"] = {"path": str(source), "sha256": sha256(source)}
+        self.save_log()  # before the file: a folder with this expert 0 is never taken for a from-scratch run
+        atomic_torch_save(state, target)
         print(f"[expert0] expert 0 of {source} -> {target} (not trained)", flush=True)
         return target.parent
 
@@ -293,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     digest, shipped = sha256(model), shipped_sha256()
     same = digest == shipped
     recipe.log.update(sha256=digest, equals_shipped=same, last_run_s=round(time.perf_counter() - start, 1))
-    recipe.log_path.write_text(json.dumps(recipe.log, indent=2) + "\n", encoding="utf-8")
+    recipe.save_log()
     print(f"{model}: sha256 {digest}")
     print(
         "identical to the shipped models/model.pt"
