@@ -33,7 +33,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -44,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from monai_iqad.utils.io import atomic_write_json
+from monai_iqad.utils.io import atomic_write_json, file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "medical_saqm_iqa"
@@ -60,11 +59,6 @@ EXPERT1_CONFIGS = (
     "configs/pretrain_speckle.json",
     "configs/pretrain_mr.json",
 )
-
-
-def sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file (a few MB: read at once, as the corpus manifest does)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def shipped_sha256(bundle: Path = BUNDLE) -> str | None:
@@ -155,7 +149,7 @@ class Recipe:
         if (target.parent / "checkpoint.pt").is_file():
             raise SystemExit(f"--expert0 {source}: {target.parent} holds a trained expert 0; use another --out")
         target.parent.mkdir(parents=True, exist_ok=True)
-        self.log["expert0_from"] = {"path": str(source), "sha256": sha256(source)}
+        self.log["expert0_from"] = {"path": str(source), "sha256": file_sha256(source)}
         self.save_log()  # before the file: a folder with this expert 0 is never taken for a from-scratch run
         atomic_torch_save(state, target)
         print(f"[expert0] expert 0 of {source} -> {target} (not trained)", flush=True)
@@ -297,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ["--router", str(expert0 / "model.pt"), str(selected), *routes, "--router-out", str(recipe.out / "model.pt")],
     )
 
-    digest, shipped = sha256(model), shipped_sha256()
+    digest, shipped = file_sha256(model), shipped_sha256()
     same = digest == shipped
     recipe.log.update(sha256=digest, equals_shipped=same, last_run_s=round(time.perf_counter() - start, 1))
     recipe.save_log()

@@ -99,9 +99,7 @@ def cli_value(value: Any) -> str:
     becomes the expression ``$None``: ``monai.bundle run`` drops a bare ``None`` and keeps the config's value."""
     if value is None:
         return "$None"
-    if isinstance(value, bool):
-        return repr(value)
-    if isinstance(value, (int, float)):
+    if isinstance(value, (bool, int, float)):
         return repr(value)
     if isinstance(value, (list, tuple, dict)):
         return json.dumps(value)

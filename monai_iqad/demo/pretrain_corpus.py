@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import json
 import os
 import time
@@ -46,7 +45,7 @@ from torch.utils.data import Dataset
 
 from monai_iqad.data import write_datalist
 from monai_iqad.transforms.degradations import DEGRADATION_KINDS, MAX_SEVERITY, degrade
-from monai_iqad.utils.io import atomic_write_text
+from monai_iqad.utils.io import atomic_write_text, file_sha256
 
 from . import sources
 from .saqm import _us_gray
@@ -524,10 +523,6 @@ def _u8(img: np.ndarray) -> np.ndarray:
     return np.round(np.clip(img, 0.0, 1.0) * 255.0) / 255.0
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def build_pretrain_corpus(
     out_dir: str | os.PathLike,
     seed: int = 0,
@@ -628,7 +623,7 @@ def build_pretrain_corpus(
         "counts": {k: len(v) for k, v in sections.items()},
         "unique_images": len(files),
         "build_seconds": round(time.perf_counter() - start, 1),
-        "sha256": {p.relative_to(out).as_posix(): _sha256(p) for p in [datalist, *files]},
+        "sha256": {p.relative_to(out).as_posix(): file_sha256(p) for p in [datalist, *files]},
     }
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
     if log is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -14,7 +15,14 @@ import torch
 
 from .errors import FileWriteError
 
-__all__ = ["atomic_write", "atomic_torch_save", "atomic_write_text", "atomic_write_json", "remove_stale_temporaries"]
+__all__ = [
+    "atomic_write",
+    "atomic_torch_save",
+    "atomic_write_text",
+    "atomic_write_json",
+    "file_sha256",
+    "remove_stale_temporaries",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -120,3 +128,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of the file ``path`` (read at once: corpus images, model files of a few MB)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
