@@ -551,3 +551,33 @@ def test_ladder_patch_dataset_modality_planes_and_dropout(tiny):
     assert torch.count_nonzero(kept[0][0]["image"][3:]) > 0  # the cache was not modified by the dropout
     with pytest.raises(ValueError, match="dropout"):
         LadderPatchDataset(train, pre, dropout_prob=1.5)
+
+
+def test_pick_crops_black_share_bounds():
+    """``max_flat`` / ``min_black`` bound the near-black share of every accepted crop (black columns beside texture: the
+    default keeps crops on the texture, ``min_black`` pushes them across the edge); the defaults draw exactly
+    the crops drawn before these arguments existed (same rng stream)."""
+    rng = np.random.default_rng(3)
+    img = np.zeros((256, 160))
+    img[:, 64:] = 0.2 + 0.6 * rng.random((256, 96))  # 64 black columns, then texture
+    black = lambda yx: float((img[yx[0] : yx[0] + 64, yx[1] : yx[1] + 64] < 0.03).mean())  # noqa: E731
+    plain = pc._pick_crops(img, 6, 64, np.random.default_rng(5))
+    assert plain == pc._pick_crops(img, 6, 64, np.random.default_rng(5), max_flat=0.3, min_black=0.0)
+    assert all(black(c) <= 0.3 for c in plain)
+    edge = pc._pick_crops(img, 6, 64, np.random.default_rng(5), max_flat=0.6, min_black=0.25)
+    assert all(0.25 <= black(c) <= 0.6 for c in edge)
+    with pytest.raises(ValueError, match="min_black <= max_flat"):
+        pc.CorpusSource("x", "MR", "training", "dicom", "f.dcm", 1, max_flat=0.3, min_black=0.5)
+    with pytest.raises(ValueError, match="max_flat > 0"):
+        pc.CorpusSource("x", "MR", "training", "dicom", "f.dcm", 1, max_flat=0.0)
+
+
+def test_mr_bg_preset_adds_background_crops_of_the_training_shoulder():
+    """``mr_bg``: the speckle preset plus the training MR shoulder again, under a new name, with crops reaching into
+    the background; the validation and test splits unchanged."""
+    sp, bg = corpus_preset("speckle"), corpus_preset("mr_bg")
+    assert bg[: len(sp)] == sp and len(bg) == len(sp) + 1
+    (extra,) = bg[len(sp) :]
+    shoulder = next(s for s in sp if s.name == "mr_shoulder")
+    assert extra == replace(shoulder, name="mr_shoulder_bg", max_flat=0.6, min_black=0.25)
+    assert extra.split == "training" and extra.name not in {s.name for s in sp}
