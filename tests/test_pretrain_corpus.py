@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from monai.data import DataLoader
+from PIL import Image
 from skimage import data as skdata
 from skimage.metrics import structural_similarity
 
@@ -582,3 +583,47 @@ def test_mr_bg_preset_adds_background_crops_of_the_training_shoulder():
     shoulder = next(s for s in sp if s.name == "mr_shoulder")
     assert extra == replace(shoulder, name="mr_shoulder_bg", max_flat=0.6, min_black=0.25)
     assert extra.split == "training" and extra.name not in {s.name for s in sp}
+
+
+def test_foreground_mask_keeps_the_body_and_its_dark_inside():
+    """A noisy background (0.02 +- 0.01), a disc of 0.5 holding a dark core (0.01, darker than the background), and a
+    bright speck apart from it: the mask is the disc with its core (holes filled) and neither the background nor the
+    speck (largest component only)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:96, :96]
+    img = 0.02 + 0.01 * rng.standard_normal((96, 96))
+    disc = (yy - 48) ** 2 + (xx - 40) ** 2 <= 30**2
+    core = (yy - 48) ** 2 + (xx - 40) ** 2 <= 8**2
+    img[disc] = 0.5
+    img[core] = 0.01
+    img[2:6, 88:92] = 0.9  # a 4 x 4 speck
+    fg = pc.foreground_mask(img, 0.05)
+    assert fg.dtype == bool and fg.shape == img.shape
+    assert fg[core].all() and fg[disc].mean() > 0.99
+    assert not fg[2:6, 88:92].any()
+    outside = ~disc & ((yy - 48) ** 2 + (xx - 40) ** 2 > 34**2)  # 4 px beyond the edge (smoothing, closing)
+    assert not fg[outside].any()
+    assert not pc.foreground_mask(img, 0.95).any()  # nothing above the threshold
+
+
+def test_mask_background_zeroes_the_pristine_background(tmp_path):
+    """A source with ``mask_background`` gives pristines whose background is exactly 0; the noise ladder then puts
+    noise into it. The threshold is validated."""
+    src = CorpusSource("nat_camera", "natural", "training", "skimage", "camera", 1, 128, max_flat=0.9, min_black=0.3)
+    fams = {"natural": ("gaussian_noise",)}
+    for name, s in (("plain", src), ("masked", replace(src, mask_background=0.45))):
+        build_pretrain_corpus(tmp_path / name, seed=1, image_size=64, sources_=(s,), families=fams, levels=1, log=None)
+    read = lambda name, f: np.asarray(Image.open(tmp_path / name / "images/training/nat_camera_f0_c0" / f))  # noqa: E731
+    assert (read("plain", "pristine.png") == 0).mean() < 0.05
+    masked = read("masked", "pristine.png")
+    assert 0.3 <= (masked == 0).mean() <= 0.9
+    assert (read("masked", "gaussian_noise_1.png")[masked == 0] > 0).mean() > 0.3
+    with pytest.raises(ValueError, match="mask_background"):
+        CorpusSource("x", "MR", "training", "dicom", "f.dcm", 1, mask_background=1.0)
+
+
+def test_mr_mask_preset_masks_the_background_crops():
+    """``mr_mask``: the ``mr_bg`` background source under a new name with its background masked; nothing else."""
+    bg, mask = corpus_preset("mr_bg"), corpus_preset("mr_mask")
+    assert mask[:-1] == bg[:-1] and len(mask) == len(bg)
+    assert mask[-1] == replace(bg[-1], name="mr_shoulder_mask", mask_background=0.05)
