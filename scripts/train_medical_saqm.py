@@ -17,15 +17,16 @@ resumes from its ``checkpoint.pt`` (bit-identical to an uninterrupted run). Each
 ``OUT/recipe.json``.
 
 Bit for bit: the steps are seeded and single-threaded, and a rerun on the same kind of CPU gives the same files, but
-bf16 training takes oneDNN kernels chosen by the instruction set (AMX-BF16 where the CPU has it, else AVX512-BF16,
-...), and different kernels give different weights. ``--isa0`` / ``--isa1`` cap the set for a step
-(``ONEDNN_MAX_CPU_ISA``); ``OUT/recipe.json`` records the CPU's bf16 flags. See the bundle README for which files
-this regenerates.
+bf16 training takes oneDNN kernels chosen by the CPU, and different kernels give different weights. The shipped
+expert 0 was trained on a CPU without AMX-BF16 (AVX512-BF16) and expert 1 on one with AMX-BF16, so no single CPU
+regenerates both: the command warns (:func:`kernel_warnings`) and ``OUT/recipe.json`` records the CPU's bf16 flags.
+``--isa0`` / ``--isa1`` cap the instruction set of a step (``ONEDNN_MAX_CPU_ISA``). See the bundle README.
 
 Usage::
 
     python scripts/train_medical_saqm.py                         # about 96 min on one core of a busy 2-core CPU
     python scripts/train_medical_saqm.py --out /tmp/r --verify    # exit 1 unless the result equals the shipped file
+    python scripts/train_medical_saqm.py --epochs0 40             # CPU without AMX: expert 0 = the 0.1.0 file
     python scripts/train_medical_saqm.py --expert0 bundles/medical_saqm_iqa/models/model.pt --verify
         # steps 3-4 only, from the shipped router's expert 0 (the 0.1.0 weights): regenerates 0.2.0 on AMX CPUs
 """
@@ -81,6 +82,35 @@ def cpu_flags() -> set[str]:
     except OSError:
         return set()
     return {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+
+
+def kernel_warnings(flags: set[str], isa0: str, isa1: str, train_expert0: bool) -> list[str]:
+    """Why this CPU cannot regenerate a shipped expert bit for bit: the shipped expert 0 (0.1.0) was trained without
+    AMX-BF16 (AVX512-BF16 kernels; regenerated bit for bit on such a CPU, stop 32) and expert 1 with AMX-BF16
+    (regenerated bit for bit there, stop 30). Empty when the CPU's flags are unknown or match each step trained here.
+
+    Args:
+        flags: the CPU's feature flags (:func:`cpu_flags`).
+        isa0: ``--isa0`` (an ``ONEDNN_MAX_CPU_ISA`` cap only removes kernels, so it cannot make a CPU without AMX
+            act like one with it, and a cap on an AMX CPU was measured not to give the other CPU's kernels).
+        isa1: ``--isa1``.
+        train_expert0: whether expert 0 is trained here (not taken with ``--expert0``).
+    """
+    if not flags:
+        return []
+    amx = "amx_bf16" in flags
+    out = []
+    if train_expert0 and (amx or isa0):
+        out.append(
+            "the shipped expert 0 was trained on a CPU without AMX-BF16 and no ISA cap; here expert 0 will differ "
+            "(take it with --expert0, or train it on such a CPU)"
+        )
+    if not amx or isa1:
+        out.append(
+            "the shipped expert 1 was trained on a CPU with AMX-BF16 and no ISA cap; here expert 1 will differ "
+            "(run this command with --expert0 on such a CPU)"
+        )
+    return out
 
 
 def trained_epochs(ckpt_dir: Path) -> int:
@@ -236,8 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--select-epochs {select_epochs} must be non-empty and at most --epochs1 {args.epochs1}")
 
     flags = cpu_flags()
-    if flags and "amx_bf16" not in flags:
-        print("warning: this CPU has no AMX-BF16; bf16 training takes other kernels than the shipped run's", flush=True)
+    for warning in kernel_warnings(flags, args.isa0, args.isa1, train_expert0=not args.expert0):
+        print(f"warning: {warning}", flush=True)
     recipe = Recipe(args)
     recipe.log.update(isa0=args.isa0, isa1=args.isa1, cpu_bf16_flags=sorted(f for f in flags if "bf16" in f))
     start = time.perf_counter()

@@ -133,3 +133,19 @@ def test_recipe_refuses_models_folder_and_bad_arguments():
         assert e.value.code == 2
     listed = re.search(r"hash_val: \"(\w+)\"", (module.BUNDLE / "large_files.yml").read_text())[1]
     assert module.shipped_sha256() == listed == file_sha256(module.BUNDLE / "models" / "model.pt")
+
+
+def test_kernel_warnings_name_the_step_this_cpu_cannot_regenerate():
+    """Expert 0 was shipped from a CPU without AMX-BF16 and expert 1 from one with it: each CPU kind warns about the
+    other's step, a cap (``--isa0``/``--isa1``) counts as other kernels, and unknown flags give no warning."""
+    warnings = _module().kernel_warnings
+    no_amx, amx = {"avx512f", "avx512_bf16"}, {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
+    (only,) = warnings(no_amx, "", "", train_expert0=True)
+    assert "expert 1" in only
+    (only,) = warnings(amx, "", "", train_expert0=True)
+    assert "expert 0" in only
+    assert warnings(amx, "", "", train_expert0=False) == []  # --expert0 on an AMX CPU: the documented regeneration
+    assert len(warnings(amx, "AVX512_CORE_BF16", "", train_expert0=True)) == 1
+    assert len(warnings(amx, "", "AVX512_CORE_BF16", train_expert0=False)) == 1
+    assert len(warnings(no_amx, "AVX512_CORE_BF16", "", train_expert0=True)) == 2
+    assert warnings(set(), "", "", train_expert0=True) == []
