@@ -285,7 +285,7 @@ CORPUS_SOURCES_MR_BG: tuple[CorpusSource, ...] = (
 #: a foreground mask of the shoulder, as skull stripping or a scanner's background masking leaves it). Why (stop 32):
 #: the MR shoulder's background holds a noise floor (standard deviation about 1.8 grey levels), and k-space
 #: undersampling *smooths* it (1.6 at level 1, 1.4 at level 3), while the held-out MR pristines that the shipped model
-#: misranks have a noise-free black background (the skull-stripped T1: 25 % exact zeros, standard deviation 0.1),
+#: misranks have a noise-free black background (the skull-stripped T1: 25 % exact zeros, standard deviation 0.13),
 #: which undersampling fills with ghosts (standard deviation 3.4). So the ``mr_bg`` ladders taught the opposite cue.
 #: Masked research MR (skull-stripped brains, masked abdomens) is common, so a quality model should read ghosts in a
 #: zero background as a loss. Validation and test splits are those of the balanced corpus. An experiment of issue 11
@@ -517,7 +517,9 @@ def foreground_mask(gray: np.ndarray, threshold: float, sigma: float = 2.0) -> n
         sigma: smoothing in pixels before the threshold, so that noise does not fragment the mask.
 
     Returns:
-        ``(H, W)`` bool, True on the foreground (all False when nothing exceeds ``threshold``).
+        ``(H, W)`` bool, True on the foreground (all False when nothing exceeds ``threshold``). The closing treats
+        the outside of the image as background, so a foreground that touches the image border may lose up to 2
+        pixels there (kept as is: the ``mr_mask`` corpus was built and measured with it).
     """
     from scipy import ndimage
 
