@@ -26,7 +26,7 @@ Usage::
 
     python scripts/train_medical_saqm.py                         # about 96 min on one core of a busy 2-core CPU
     python scripts/train_medical_saqm.py --out /tmp/r --verify    # exit 1 unless the result equals the shipped file
-    python scripts/train_medical_saqm.py --epochs0 40             # CPU without AMX: expert 0 = the 0.1.0 file
+    python scripts/train_medical_saqm.py --epochs0 34             # CPU without AMX: expert 0 = the 0.1.0 file (18 min)
     python scripts/train_medical_saqm.py --expert0 bundles/medical_saqm_iqa/models/model.pt --verify
         # steps 3-4 only, from the shipped router's expert 0 (the 0.1.0 weights): regenerates 0.2.0 on AMX CPUs
 """
