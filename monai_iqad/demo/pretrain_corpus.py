@@ -521,15 +521,12 @@ def foreground_mask(gray: np.ndarray, threshold: float, sigma: float = 2.0) -> n
         the outside of the image as background, so a foreground that touches the image border may lose up to 2
         pixels there (kept as is: the ``mr_mask`` corpus was built and measured with it).
     """
+    from monai.transforms.utils import get_largest_connected_component_mask
     from scipy import ndimage
 
     fg = ndimage.gaussian_filter(np.asarray(gray, dtype=np.float64), sigma) > threshold
     fg = ndimage.binary_fill_holes(ndimage.binary_closing(fg, structure=np.ones((5, 5), dtype=bool)))
-    labels, count = ndimage.label(fg)
-    if count > 1:
-        sizes = ndimage.sum_labels(fg, labels, index=range(1, count + 1))
-        fg = labels == 1 + int(np.argmax(sizes))
-    return fg
+    return np.asarray(get_largest_connected_component_mask(fg, connectivity=1), dtype=bool)
 
 
 def _pick_crops(
