@@ -85,10 +85,18 @@ def cpu_flags() -> set[str]:
     return {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
 
 
+#: Whether each shipped expert was trained on a CPU with AMX-BF16 (no ISA cap), and how to regenerate it elsewhere:
+#: expert 0 (0.1.0) without AMX (bit for bit on such a CPU, stop 32), expert 1 with AMX (bit for bit there, stop 30).
+SHIPPED_KERNELS: dict[str, tuple[bool, str]] = {
+    "expert 0": (False, "take it with --expert0, or train it on such a CPU"),
+    "expert 1": (True, "run this command with --expert0 on such a CPU"),
+}
+
+
 def kernel_warnings(flags: set[str], isa0: str, isa1: str, train_expert0: bool) -> list[str]:
-    """Why this CPU cannot regenerate a shipped expert bit for bit: the shipped expert 0 (0.1.0) was trained without
-    AMX-BF16 (AVX512-BF16 kernels; regenerated bit for bit on such a CPU, stop 32) and expert 1 with AMX-BF16
-    (regenerated bit for bit there, stop 30). Empty when the CPU's flags are unknown or match each step trained here.
+    """Why this CPU cannot regenerate a shipped expert bit for bit (:data:`SHIPPED_KERNELS`): one warning per step
+    trained here whose CPU kind (AMX-BF16 or not) differs from the shipped run's, or whose ISA is capped. Empty when
+    the CPU's flags are unknown.
 
     Args:
         flags: the CPU's feature flags (:func:`cpu_flags`).
@@ -100,17 +108,16 @@ def kernel_warnings(flags: set[str], isa0: str, isa1: str, train_expert0: bool) 
     if not flags:
         return []
     amx = "amx_bf16" in flags
+    steps = {"expert 0": isa0, "expert 1": isa1} if train_expert0 else {"expert 1": isa1}
     out = []
-    if train_expert0 and (amx or isa0):
-        out.append(
-            "the shipped expert 0 was trained on a CPU without AMX-BF16 and no ISA cap; here expert 0 will differ "
-            "(take it with --expert0, or train it on such a CPU)"
-        )
-    if not amx or isa1:
-        out.append(
-            "the shipped expert 1 was trained on a CPU with AMX-BF16 and no ISA cap; here expert 1 will differ "
-            "(run this command with --expert0 on such a CPU)"
-        )
+    for step, isa in steps.items():
+        shipped_amx, hint = SHIPPED_KERNELS[step]
+        if amx != shipped_amx or isa:
+            kind = "with" if shipped_amx else "without"
+            out.append(
+                f"the shipped {step} was trained on a CPU {kind} AMX-BF16 and no ISA cap; here {step} will differ "
+                f"({hint})"
+            )
     return out
 
 
