@@ -1,7 +1,8 @@
 """Train the shipped ``bundles/medical_saqm_iqa/models/model.pt`` (a two-expert ``SAQMRouter``) with one command.
 
 The four documented steps of the bundle README ("How the shipped weights were made"), in order, each in its own
-process with one torch thread, seeded:
+process, seeded; the corpora and trainings with one torch thread (``--threads``), the scoring of step 4 with two
+(``--score-threads``):
 
 1. corpus preset ``v1`` (``--strict``: a missing source is an error, not a smaller corpus);
 2. expert 0: ``train.json`` + ``pretrain.json`` for ``--epochs0`` epochs; the best validation SROCC is kept;
@@ -16,7 +17,10 @@ written. Rerunning the command continues an interrupted run: finished steps are 
 resumes from its ``checkpoint.pt`` (bit-identical to an uninterrupted run). Each step's wall time goes to
 ``OUT/recipe.json``.
 
-Bit for bit: the steps are seeded and single-threaded, and a rerun on the same kind of CPU gives the same files, but
+Bit for bit: the steps are seeded and the trainings single-threaded, and a rerun on the same kind of CPU gives the same
+files. The selection only scores (fp32) and copies the chosen checkpoint: on the CPU without AMX it printed the same
+validation scores for all 17 checkpoints of stop 33's run with one thread (638 s) and with two (312 s), and chose the
+same epoch; stop 30's regeneration of 0.2.0 on the AMX CPU ran it with one (``--score-threads 1`` repeats that). But
 bf16 training takes oneDNN kernels chosen by the CPU, and different kernels give different weights. The shipped
 expert 0 was trained on a CPU without AMX-BF16 (AVX512-BF16) and expert 1 on one with AMX-BF16, so no single CPU
 regenerates both: the command warns (:func:`kernel_warnings`) and ``OUT/recipe.json`` records the CPU's bf16 flags.
@@ -24,8 +28,8 @@ regenerates both: the command warns (:func:`kernel_warnings`) and ``OUT/recipe.j
 
 Usage::
 
-    python scripts/train_medical_saqm.py                         # AMX CPU: no eligible expert 1, about 96 min
-    python scripts/train_medical_saqm.py --epochs0 34             # no AMX: a router (not 0.2.0), about 93 min,
+    python scripts/train_medical_saqm.py                         # AMX CPU: no eligible expert 1 (stop 29: 96 min)
+    python scripts/train_medical_saqm.py --epochs0 34             # no AMX: a router (not 0.2.0), about 88 min quiet,
         # whose expert 0 is the 0.1.0 file bit for bit (18 min); its expert 1 loses radiograph denoising (stop 33)
     python scripts/train_medical_saqm.py --out /tmp/r --verify    # exit 1 unless the result equals the shipped file
     python scripts/train_medical_saqm.py --expert0 bundles/medical_saqm_iqa/models/model.pt --verify
@@ -222,8 +226,9 @@ class Recipe:
     def ladder(self, step: str, target: Path, extra: list[str], hint: str = "") -> Path:
         """One ``benchmarks/iqa_ladder.py`` call that writes ``target`` (skipped when it exists)."""
         if not target.is_file():
-            cmd = [sys.executable, str(LADDER), "--threads", str(self.args.threads), "--width", str(self.args.width)]
-            self._run(step, [*cmd, *extra], hint=hint)
+            threads = str(self.args.score_threads)
+            cmd = [sys.executable, str(LADDER), "--threads", threads, "--width", str(self.args.width)]
+            self._run(step, [*cmd, *extra], env={"OMP_NUM_THREADS": threads}, hint=hint)
         return target
 
 
@@ -250,7 +255,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--preset1", default="mr", help="corpus preset of expert 1")
     parser.add_argument("--route", action="append", default=None, help="MODALITY=K of the router (default CR=1)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of every step")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the corpus and training steps")
+    parser.add_argument(
+        "--score-threads",
+        type=int,
+        default=2,
+        help="torch threads of the selection and router steps (fp32 scoring; 1 and 2 choose the same epoch: stop 34)",
+    )
     parser.add_argument("--width", type=float, default=0.125, help="SAQM width (the shipped model's is 0.125)")
     parser.add_argument("--select-max-drop", type=float, default=0.05, help="selection rule (iqa_ladder.py)")
     parser.add_argument("--select-floor", type=float, default=0.80, help="selection rule (iqa_ladder.py)")
@@ -263,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out).resolve()
     if out == (BUNDLE / "models").resolve():
         parser.error("--out must not be the bundle's models/ folder: the shipped file is only compared, never replaced")
+    if args.threads < 1 or args.score_threads < 1:
+        parser.error("--threads and --score-threads must be at least 1")
     if any("=" not in kv for kv in args.override):
         parser.error("--override takes KEY=VALUE")
     select_epochs = (

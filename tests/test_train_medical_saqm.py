@@ -61,6 +61,9 @@ def test_recipe_builds_a_router_of_its_two_experts(tiny_run):
     assert selected[first].shape[1] == expert0[first].shape[1] + 6
     # the selection compared exactly the requested epochs, expert 0 the reference
     assert re.findall(r"model_epoch=(\d+)\.pt: mean within-ladder", proc.stdout) == ["1", "2"]
+    # the trainings run single-threaded (bit for bit), the scoring steps with --score-threads (default 2)
+    assert re.search(r"^\[expert1\] .*--num_threads 1\b", proc.stdout, re.M)
+    assert re.search(r"^\[selection\] OMP_NUM_THREADS=2 .*iqa_ladder\.py --threads 2 ", proc.stdout, re.M)
     log = json.loads((out / "recipe.json").read_text())
     assert set(log["steps"]) == {"corpus_tiny", "expert0", "expert1", "selection", "router"}
     assert log["sha256"] == file_sha256(out / "model.pt") and log["equals_shipped"] is False
@@ -127,6 +130,7 @@ def test_recipe_refuses_models_folder_and_bad_arguments():
         ["--out", str(module.BUNDLE / "models")],
         ["--epochs1", "10", "--select-epochs", "12"],
         ["--override", "batch_size"],
+        ["--score-threads", "0"],
     ):
         with pytest.raises(SystemExit) as e:
             module.main(args)
