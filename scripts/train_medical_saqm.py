@@ -290,7 +290,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in kernel_warnings(flags, args.isa0, args.isa1, train_expert0=not args.expert0):
         print(f"warning: {warning}", flush=True)
     recipe = Recipe(args)
-    recipe.log.update(isa0=args.isa0, isa1=args.isa1, cpu_bf16_flags=sorted(f for f in flags if "bf16" in f))
+    recipe.log.update(
+        isa0=args.isa0,
+        isa1=args.isa1,
+        threads=args.threads,
+        score_threads=args.score_threads,
+        cpu_bf16_flags=sorted(f for f in flags if "bf16" in f),
+    )
     start = time.perf_counter()
     width = {"width": str(args.width)}
 

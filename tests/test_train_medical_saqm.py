@@ -67,6 +67,7 @@ def test_recipe_builds_a_router_of_its_two_experts(tiny_run):
     log = json.loads((out / "recipe.json").read_text())
     assert set(log["steps"]) == {"corpus_tiny", "expert0", "expert1", "selection", "router"}
     assert log["sha256"] == file_sha256(out / "model.pt") and log["equals_shipped"] is False
+    assert (log["threads"], log["score_threads"]) == (1, 2)
     assert "differs from the shipped models/model.pt" in proc.stdout
 
 
