@@ -627,3 +627,15 @@ def test_mr_mask_preset_masks_the_background_crops():
     bg, mask = corpus_preset("mr_bg"), corpus_preset("mr_mask")
     assert mask[:-1] == bg[:-1] and len(mask) == len(bg)
     assert mask[-1] == replace(bg[-1], name="mr_shoulder_mask", mask_background=0.05)
+
+
+def test_ct_kspace_preset_adds_ct_head_background_crops_with_kspace():
+    """``ct_kspace``: ``mr_mask`` plus background crops of the training CT head with the k-space family; the CT head's
+    anatomy crops, and every held-out source, are those of ``mr_mask``."""
+    mask, ct = corpus_preset("mr_mask"), corpus_preset("ct_kspace")
+    assert ct[:-1] == mask
+    new = ct[-1]
+    assert (new.name, new.modality, new.split, new.file) == ("ct_head_bg", "CT", "training", "693_UNCR.dcm")
+    assert "kspace_undersampling" in new.extra_families and "kspace_undersampling" not in MODALITY_FAMILIES["CT"]
+    assert new.min_black > 0 and new.max_flat > 0.3
+    assert len({s.name for s in ct}) == len(ct)  # the split unit stays unique
