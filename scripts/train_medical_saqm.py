@@ -29,8 +29,8 @@ regenerates both: the command warns (:func:`kernel_warnings`) and ``OUT/recipe.j
 Usage::
 
     python scripts/train_medical_saqm.py                         # AMX CPU: no eligible expert 1 (stop 29: 96 min)
-    python scripts/train_medical_saqm.py --epochs0 34             # no AMX: a router (not 0.2.0), about 88 min quiet,
-        # whose expert 0 is the 0.1.0 file bit for bit (18 min); its expert 1 loses radiograph denoising (stop 33)
+    python scripts/train_medical_saqm.py --epochs0 34             # no AMX: a router (not 0.2.0), 86 min quiet (stop 34)
+        # expert 0 is the 0.1.0 file bit for bit (18 min); its expert 1 loses radiograph denoising (stop 33)
     python scripts/train_medical_saqm.py --out /tmp/r --verify    # exit 1 unless the result equals the shipped file
     python scripts/train_medical_saqm.py --expert0 bundles/medical_saqm_iqa/models/model.pt --verify
         # steps 3-4 only, from the shipped router's expert 0 (the 0.1.0 weights): regenerates 0.2.0 on AMX CPUs
