@@ -639,3 +639,9 @@ def test_ct_kspace_preset_adds_ct_head_background_crops_with_kspace():
     assert "kspace_undersampling" in new.extra_families and "kspace_undersampling" not in MODALITY_FAMILIES["CT"]
     assert new.min_black > 0 and new.max_flat > 0.3
     assert len({s.name for s in ct}) == len(ct)  # the split unit stays unique
+
+
+def test_ct_kspace_x2_preset_doubles_the_ct_head_background_crops():
+    """``ct_kspace_x2``: ``ct_kspace`` with 18 CT head background crops instead of 9, nothing else."""
+    one, two = corpus_preset("ct_kspace"), corpus_preset("ct_kspace_x2")
+    assert two[:-1] == one[:-1] and two[-1] == replace(one[-1], crops=2 * one[-1].crops)
