@@ -645,3 +645,17 @@ def test_ct_kspace_x2_preset_doubles_the_ct_head_background_crops():
     """``ct_kspace_x2``: ``ct_kspace`` with 18 CT head background crops instead of 9, nothing else."""
     one, two = corpus_preset("ct_kspace"), corpus_preset("ct_kspace_x2")
     assert two[:-1] == one[:-1] and two[-1] == replace(one[-1], crops=2 * one[-1].crops)
+
+
+def test_ct_kspace_mni_preset_adds_mni_brain_slices_on_a_black_background():
+    """``ct_kspace_mni``: ``ct_kspace`` plus 10 axial slices of nilearn's MNI T1 template (one background crop each,
+    MR families, no speckle); every held-out source is that of ``ct_kspace``."""
+    ct, mni = corpus_preset("ct_kspace"), corpus_preset("ct_kspace_mni")
+    assert mni[:-1] == ct
+    new = mni[-1]
+    assert (new.name, new.modality, new.split, new.kind) == ("mr_brain_mni", "MR", "training", "nifti")
+    assert new.file.startswith("nilearn/") and new.file.endswith(".nii.gz")
+    assert new.frames == tuple(range(35, 135, 10)) and new.crops == 1
+    assert new.extra_families == () and new.min_black > 0 and new.max_flat > 0.3
+    assert [s for s in mni if s.split != "training"] == [s for s in ct if s.split != "training"]
+    assert len({s.name for s in mni}) == len(mni)
