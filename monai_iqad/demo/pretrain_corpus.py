@@ -327,7 +327,7 @@ CORPUS_SOURCES_CT_KSPACE_X2: tuple[CorpusSource, ...] = (
 #: :data:`CORPUS_SOURCES_CT_KSPACE` plus an MR brain on a black background: 10 axial slices (every 10th from 35) of the
 #: MNI ICBM152 2009a T1 template that ships inside nilearn's wheel (``pip install --no-deps nilearn`` is enough: the
 #: file is read with nibabel), one crop each reaching into the background (25-60 % near-black pixels), every MR family
-#: (no speckle: the dark b0 slices' speckle ladders cost held-out ultrasound speckle, ``mr_plain``). The template is
+#: (no speckle: the experts trained on it serve MR only, and speckle is not an MR family). The template is
 #: skull-stripped (78 % exact zeros), the layout of the held-out T1 brain. Why (stop 36): the CT head background crops
 #: of ``ct_kspace`` lifted that brain's k-space ladders from 0.41 to 0.77 in both seeds but taught only the strong
 #: levels; this preset tests whether an MR brain, with MR contrast and MR k-space statistics, teaches the mild ones.
