@@ -26,6 +26,8 @@ copies the best one's weights to ``PATH`` (the issue's metric, measured on valid
 ``--soup A.pt B.pt ... --soup-out PATH`` builds a greedy model soup on the split instead (:func:`_greedy_soup`), and
 ``--ensemble A.pt B.pt ... --ensemble-out PATH`` a prediction ensemble of the checkpoints (:func:`_ensemble`). A saved
 ensemble (``SAQMEnsemble`` state dict) can be ``--model`` or ``--compare`` like any checkpoint.
+``--router E0.pt E1.pt A.pt+B.pt --route CR=1 MR=2 --router-out PATH`` writes a modality router (:func:`_router`);
+an expert joined by ``+`` is the prediction ensemble of those checkpoints.
 """
 
 from __future__ import annotations
@@ -540,7 +542,8 @@ def _ensemble(members: list[str], out: str, judge, width: float) -> int:
 
 def _router(experts: list[str], routes: list[str], out: str, width: float) -> int:
     """Write a :class:`SAQMRouter` of the checkpoints ``experts`` (expert 0: unknown and unrouted modalities) with the
-    routes ``MODALITY=K`` to ``out``; nothing is scored (judge it with ``--select`` / ``--model``)."""
+    routes ``MODALITY=K`` to ``out``; nothing is scored (judge it with ``--select`` / ``--model``). An expert
+    ``A.pt+B.pt+...`` is the prediction ensemble (:class:`SAQMEnsemble`) of those SAQM checkpoints."""
     from monai_iqad.utils.io import atomic_torch_save
 
     table: dict[str, int] = {}
@@ -551,10 +554,17 @@ def _router(experts: list[str], routes: list[str], out: str, width: float) -> in
         table[name.strip()] = int(k)
     states = []
     for p in experts:
-        net = _load_saqm(Path(p), width)
-        if not isinstance(net, SAQM):
-            raise ValueError(f"--router {p}: an expert must be a single SAQM checkpoint, got {type(net).__name__}.")
-        states.append(net.state_dict())
+        nets = [_load_saqm(Path(q), width) for q in p.split("+")]  # A.pt+B.pt: the ensemble of A and B
+        if any(isinstance(net, SAQMRouter) for net in nets) or (
+            len(nets) > 1 and not all(isinstance(net, SAQM) for net in nets)
+        ):
+            raise ValueError(
+                f"--router {p}: an expert is a SAQM or SAQMEnsemble checkpoint, or SAQM checkpoints joined by '+' "
+                f"(their ensemble), got {', '.join(type(net).__name__ for net in nets)}."
+            )
+        if len(nets) > 1:
+            nets = [SAQMEnsemble.from_state_dicts([net.state_dict() for net in nets], width=width)]
+        states.append(nets[0].state_dict())
     router = SAQMRouter.from_state_dicts(states, routes=table, width=width)
     atomic_torch_save(router.state_dict(), out)
     routed = ", ".join(f"{m} -> {router.expert_of(m)}" for m in (*SAQM_MODALITIES, None))
@@ -642,7 +652,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=None,
         help="router-building mode (no scoring): SAQM checkpoints, the experts 0, 1, ... of a SAQMRouter (expert 0 "
-        "scores unknown and unrouted modalities), with --route and --router-out; judge the result with --select, "
+        "scores unknown and unrouted modalities; A.pt+B.pt: the prediction ensemble of A and B as one expert), with "
+        "--route and --router-out; judge the result with --select, "
         "--model or --compare",
     )
     parser.add_argument(

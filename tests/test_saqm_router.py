@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_iqad.networks import SAQM, SAQMRouter
+from monai_iqad.networks import SAQM, SAQMEnsemble, SAQMRouter
 from monai_iqad.transforms import ModalityChannels
 
 WIDTH = 1 / 16
@@ -219,3 +219,56 @@ def test_iqa_ladder_builds_a_router(tmp_path, monkeypatch):
     np.testing.assert_allclose(got, np.concatenate([want_ct, want_rest]), atol=1e-6)
     with pytest.raises(ValueError, match="MODALITY=K"):
         ladder.main(["--router", str(paths[0]), "--route", "CT", "--router-out", str(out)])
+    # an expert joined by '+': the prediction ensemble of those checkpoints
+    other = _expert(9, 3)
+    torch.save(other.state_dict(), tmp_path / "other.pt")
+    joined = f"{paths[1]}+{tmp_path / 'other.pt'}"
+    argv = ["--router", str(paths[0]), joined, "--route", "MR=1", "--router-out", str(out), "--width", str(WIDTH)]
+    assert ladder.main(argv) == 0
+    router = ladder._load_saqm(out, WIDTH)
+    assert isinstance(router.experts[1], SAQMEnsemble) and len(router.experts[1].members) == 2
+    got = ladder._score_saqm(router, images[:2], False, ["MR", "US"])
+    want_mr = (
+        ladder._score_saqm(conditioned, images[:1], False, ["MR"])
+        + ladder._score_saqm(other, images[:1], False, ["MR"])
+    ) / 2
+    np.testing.assert_allclose(got, np.concatenate([want_mr, want_rest[:1]]), atol=1e-6)
+    with pytest.raises(ValueError, match="an expert is a SAQM or SAQMEnsemble checkpoint"):
+        ladder.main(["--router", f"{paths[0]}+{out}", "--router-out", str(tmp_path / "bad.pt"), "--width", str(WIDTH)])
+
+
+def _ensemble_router() -> tuple[SAQMRouter, SAQM, list[SAQM]]:
+    """Expert 0 a plain SAQM; expert 1, for MR, the ensemble of two conditioned SAQMs."""
+    plain, members = _expert(3, 0), [_expert(9, 1), _expert(9, 3)]
+    ensemble = SAQMEnsemble.from_state_dicts([m.state_dict() for m in members], width=WIDTH)
+    router = SAQMRouter.from_state_dicts([plain.state_dict(), ensemble.state_dict()], routes={"MR": 1}, width=WIDTH)
+    return router.eval(), plain, members
+
+
+def test_an_ensemble_expert_scores_the_mean_of_its_members():
+    router, plain, members = _ensemble_router()
+    assert isinstance(router.experts[0], SAQM) and isinstance(router.experts[1], SAQMEnsemble)
+    assert len(router.experts[1].members) == 2 and router.route.tolist() == [0, 0, 1, 0, 0, 0, 0]
+    state = router.state_dict()
+    assert "experts.1.members.1.attention.gamma" in state and "experts.0.attention.gamma" in state
+    x = _inputs(["MR", "CT", "MR", None])
+    with torch.no_grad():
+        got = router(x)
+        a, b = members[0](x), members[1](x)
+        assert not torch.allclose(a, b)  # distinct members, so the mean is not either one
+        mr = torch.tensor([True, False, True, False])[:, None]
+        torch.testing.assert_close(got, torch.where(mr, (a + b) / 2, plain(x[:, :3])), rtol=0, atol=1e-6)
+        again = SAQMRouter.from_state_dict(state, width=WIDTH).eval()  # the members' count comes from the keys
+        torch.testing.assert_close(again(x), got, rtol=0, atol=0)
+        scripted = torch.jit.script(router)
+        torch.testing.assert_close(scripted(x), got, rtol=0, atol=1e-6)
+    one = SAQMEnsemble.from_state_dicts([members[0].state_dict()], width=WIDTH).state_dict()  # keys members.0.*
+    single = SAQMRouter.from_state_dicts([plain.state_dict(), one], width=WIDTH)
+    assert isinstance(single.experts[1], SAQM)  # a one-member ensemble is the plain SAQM it holds
+    with pytest.raises(ValueError, match=r"expert_members \[1\] must give a count >= 1 for each of the 2"):
+        SAQMRouter(expert_members=[1], width=WIDTH)
+    with pytest.raises(ValueError, match="for each of the 2"):
+        SAQMRouter(expert_members=[1, 0], width=WIDTH)
+    with pytest.raises(ValueError, match="expert 1: the state dict does not fit its SAQMEnsemble"):
+        states = [SAQMRouter.expert_state_dict(state, k) for k in (0, 1)]
+        SAQMRouter.from_state_dicts(states, expert_members=[1, 3], width=WIDTH)  # 2 members given, 3 asked for

@@ -10,8 +10,22 @@ import torch.nn as nn
 from monai_iqad.transforms.conditioning import SAQM_MODALITIES, modality_index
 
 from .saqm import SAQM
+from .saqm_ensemble import SAQMEnsemble
 
 __all__ = ["SAQMRouter"]
+
+
+def _members(state: Mapping[str, torch.Tensor]) -> int:
+    """Members of the SAQMEnsemble state dict ``state`` (keys ``members.j.*``), 1 for a plain SAQM state dict."""
+    ids = {str(key).split(".")[1] for key in state if str(key).startswith("members.")}
+    return len(ids) if ids else 1
+
+
+def _single_if_one_member(state: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """A one-member SAQMEnsemble state dict as the plain SAQM state dict it is (prefix ``members.0.`` removed)."""
+    if any(str(key).startswith("members.") for key in state) and _members(state) == 1:
+        return {key[len("members.0.") :]: v for key, v in state.items() if key.startswith("members.0.")}
+    return state
 
 
 def _graph_capture() -> bool:
@@ -36,6 +50,10 @@ class SAQMRouter(nn.Module):
     was built; the weights of expert ``k`` are the keys ``experts.k.*`` (:meth:`expert_state_dict` extracts them as a
     plain SAQM state dict, e.g. to fine-tune one expert).
 
+    An expert may be a prediction ensemble (:class:`SAQMEnsemble`, ``expert_members[k] > 1``): its score is the mean of
+    its members' scores, e.g. the seeds of one recipe for one modality, at the cost of one forward per member for that
+    modality's images only. Its weights are the keys ``experts.k.members.j.*``.
+
     Why (issue 11, ``docs/saqm.md``): the shipped SAQM keeps ultrasound families that every retrained, conditioned
     model lost on the test scanner, while those models gain on radiographs (CR) and MR k-space undersampling; a router
     scores each modality with the model that holds it, at the cost of one expert's forward per image.
@@ -52,6 +70,7 @@ class SAQMRouter(nn.Module):
         modalities: Sequence[str] = SAQM_MODALITIES,
         image_channels: int = 3,
         strict: bool = True,
+        expert_members: Sequence[int] | None = None,
         **saqm_kwargs,
     ) -> None:
         """
@@ -69,11 +88,14 @@ class SAQMRouter(nn.Module):
                 ``False`` each image's modality is the plane of largest mean if that mean exceeds 0.5, else unknown,
                 so that any tensor of the right shape runs (the model zoo's ``verify_net_in_out`` feeds uniform noise;
                 :class:`~monai_iqad.transforms.ModalityChannels` always writes exact one-hot planes). Defaults to True.
+            expert_members: members of each expert (one entry per ``expert_channels`` entry): 1 for a single
+                :class:`SAQM`, ``n > 1`` for an :class:`SAQMEnsemble` of ``n`` members. Defaults to 1 for every expert.
             saqm_kwargs: arguments of every expert's :class:`SAQM` (``width``, ``patch_size``, ...).
 
         Raises:
             ValueError: When there is no expert, an expert's channel count fits neither input form, ``default`` or a
-                route is not an expert index, or a routed modality is not one of ``modalities``.
+                route is not an expert index, a routed modality is not one of ``modalities``, or ``expert_members``
+                does not give a positive count per expert.
         """
         super().__init__()
         if not expert_channels:
@@ -102,8 +124,19 @@ class SAQMRouter(nn.Module):
             if not 0 <= int(k) < n:
                 raise ValueError(f"SAQMRouter: modality {name!r} is routed to expert {k}, not in [0, {n - 1}].")
             table[i] = int(k)
+        members = [1] * n if expert_members is None else [int(m) for m in expert_members]
+        if len(members) != n or min(members) < 1:
+            raise ValueError(
+                f"SAQMRouter: expert_members {list(expert_members or [])} must give a count >= 1 for each of the {n} "
+                "experts."
+            )
         self.register_buffer("route", torch.tensor(table, dtype=torch.long))
-        self.experts = nn.ModuleList(SAQM(in_channels=int(c), **saqm_kwargs) for c in expert_channels)
+        self.experts = nn.ModuleList(
+            SAQM(in_channels=int(c), **saqm_kwargs)
+            if m == 1
+            else SAQMEnsemble(members=m, in_channels=int(c), **saqm_kwargs)
+            for c, m in zip(expert_channels, members)
+        )
         first = self.experts[0]
         self.patch_size, self.stride = first.patch_size, first.stride
 
@@ -111,13 +144,15 @@ class SAQMRouter(nn.Module):
     def from_state_dicts(
         cls, states: Sequence[Mapping[str, torch.Tensor]], routes: Mapping[str, int] | None = None, **kwargs
     ) -> SAQMRouter:
-        """A router whose expert ``k`` has the SAQM weights ``states[k]``.
+        """A router whose expert ``k`` has the weights ``states[k]``.
 
-        The experts' input channels are read from their weights; ``image_channels`` defaults to those of a
-        conditioned expert (more input channels than modality planes) minus ``len(modalities)``, else 3.
+        The experts' input channels and members are read from their weights (an :class:`SAQMEnsemble` state dict,
+        keys ``members.j.*``, makes an ensemble expert; one of a single member, a plain SAQM); ``image_channels``
+        defaults to those of a conditioned expert (more input channels than modality planes) minus
+        ``len(modalities)``, else 3.
 
         Args:
-            states: one SAQM state dict per expert.
+            states: one SAQM or SAQMEnsemble state dict per expert.
             routes: as :meth:`__init__`.
             kwargs: the other arguments of :meth:`__init__` (``default``, ``width``...), except ``expert_channels``.
 
@@ -126,7 +161,13 @@ class SAQMRouter(nn.Module):
         """
         if not states:
             raise ValueError("SAQMRouter.from_state_dicts: no state dict given.")
-        channels = [int(s["attention.query.0.weight"].shape[1]) for s in states]
+        states = [_single_if_one_member(s) for s in states]
+        members = [_members(s) for s in states]
+        channels = [
+            int(s["members.0.attention.query.0.weight" if m > 1 else "attention.query.0.weight"].shape[1])
+            for s, m in zip(states, members)
+        ]
+        kwargs.setdefault("expert_members", members)
         n_planes = len(kwargs.get("modalities", SAQM_MODALITIES))
         conditioned = [c - n_planes for c in channels if c > n_planes]
         kwargs.setdefault("image_channels", conditioned[0] if conditioned else 3)
@@ -135,7 +176,9 @@ class SAQMRouter(nn.Module):
             try:
                 expert.load_state_dict(state)
             except RuntimeError as e:
-                raise ValueError(f"SAQMRouter expert {k}: the state dict does not fit its SAQM: {e}") from e
+                raise ValueError(
+                    f"SAQMRouter expert {k}: the state dict does not fit its {type(expert).__name__}: {e}"
+                ) from e
         return net
 
     @classmethod
@@ -170,7 +213,8 @@ class SAQMRouter(nn.Module):
 
     @staticmethod
     def expert_state_dict(state: Mapping[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
-        """The plain SAQM state dict of expert ``k`` in a router's ``state`` (keys ``experts.k.*``, prefix removed).
+        """The state dict of expert ``k`` in a router's ``state`` (keys ``experts.k.*``, prefix removed): a plain SAQM
+        state dict, or an SAQMEnsemble one (keys ``members.j.*``) for an ensemble expert.
 
         Raises:
             KeyError: When ``state`` has no expert ``k``.
