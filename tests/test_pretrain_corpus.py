@@ -659,3 +659,35 @@ def test_ct_kspace_mni_preset_adds_mni_brain_slices_on_a_black_background():
     assert new.extra_families == () and new.min_black > 0 and new.max_flat > 0.3
     assert [s for s in mni if s.split != "training"] == [s for s in ct if s.split != "training"]
     assert len({s.name for s in mni}) == len(mni)
+
+
+def test_noise_floor_gives_the_pristine_a_rician_background(tmp_path):
+    """``noise_floor``: the same crop as without it, its zero background turned into a Rayleigh floor (std 0.655 sigma,
+    mean 1.25 sigma), its anatomy barely changed; every ladder degrades that noisy pristine. Validated."""
+    src = CorpusSource(
+        "nat_camera", "natural", "training", "skimage", "camera", 1, 128, max_flat=0.9, min_black=0.3,
+        mask_background=0.45,
+    )  # fmt: skip
+    fams = {"natural": ("gaussian_blur",)}
+    sigma = 0.03
+    for name, s in (("clean", src), ("floor", replace(src, noise_floor=sigma))):
+        build_pretrain_corpus(tmp_path / name, seed=1, image_size=64, sources_=(s,), families=fams, levels=1, log=None)
+    read = lambda name, f: np.asarray(Image.open(tmp_path / name / "images/training/nat_camera_f0_c0" / f), float)  # noqa: E731
+    clean, floor = read("clean", "pristine.png"), read("floor", "pristine.png")
+    bg = clean == 0
+    assert bg.mean() > 0.3  # a black background to put the floor in
+    g = 255 * sigma
+    assert abs(floor[bg].std() - 0.655 * g) < 0.15 * g and abs(floor[bg].mean() - 1.2533 * g) < 0.1 * g
+    assert np.abs(floor[~bg] - clean[~bg]).mean() < 1.5 * g  # the same crop, with noise
+    lift = read("floor", "gaussian_blur_1.png")[bg].mean() - read("clean", "gaussian_blur_1.png")[bg].mean()
+    assert abs(lift - 1.2533 * g) < 0.15 * g  # the blur ladder starts from the noisy pristine (its floor's mean)
+    with pytest.raises(ValueError, match="noise_floor"):
+        CorpusSource("x", "MR", "training", "dicom", "f.dcm", 1, noise_floor=-0.1)
+
+
+def test_ct_kspace_mni_floor_preset_adds_a_noise_floor_to_the_mni_crops_only():
+    """``ct_kspace_mni_floor``: ``ct_kspace_mni`` with a noise floor on the MNI source, under the same name (so the
+    same crops); nothing else."""
+    mni, floor = corpus_preset("ct_kspace_mni"), corpus_preset("ct_kspace_mni_floor")
+    assert floor[:-1] == mni[:-1] and floor[-1] == replace(mni[-1], noise_floor=0.011)
+    assert all(s.noise_floor == 0 for s in floor[:-1])
