@@ -82,12 +82,9 @@ def _load_saqm(path: Path, width: float) -> SAQM | SAQMEnsemble | SAQMRouter:
         state = state["model"]
     if SAQMRouter.is_state_dict(state):
         return SAQMRouter.from_state_dict(state, width=width).eval()
-    if "members.0.attention.query.0.weight" in state:
-        n = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("members."))
-        in_channels = int(state["members.0.attention.query.0.weight"].shape[1])
-        net = SAQMEnsemble(members=n, in_channels=in_channels, width=width)
-    else:
-        net = SAQM(in_channels=int(state["attention.query.0.weight"].shape[1]), width=width)
+    if SAQMEnsemble.members_of(state):
+        return SAQMEnsemble.from_state_dict(state, width=width).eval()
+    net = SAQM(in_channels=int(state["attention.query.0.weight"].shape[1]), width=width)
     net.load_state_dict(state)
     return net.eval()
 

@@ -66,6 +66,20 @@ def test_state_dict_round_trip_and_gradients():
         assert m.attention.value[0].weight.grad.abs().sum() > 0
 
 
+def test_from_state_dict_reads_members_and_channels_from_the_keys():
+    members = _members(3, in_channels=5)
+    ens = SAQMEnsemble.from_state_dicts([m.state_dict() for m in members], width=WIDTH).eval()
+    state = ens.state_dict()
+    assert SAQMEnsemble.members_of(state) == 3 and SAQMEnsemble.members_of(members[0].state_dict()) == 0
+    again = SAQMEnsemble.from_state_dict(state, width=WIDTH).eval()
+    assert len(again.members) == 3 and again.in_channels == 5
+    x = torch.rand(1, 5, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), ens(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="not a SAQMEnsemble state dict"):
+        SAQMEnsemble.from_state_dict(members[0].state_dict(), width=WIDTH)
+
+
 def test_errors():
     with pytest.raises(ValueError, match="at least 1 member"):
         SAQMEnsemble(members=0)

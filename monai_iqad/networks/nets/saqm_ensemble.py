@@ -44,6 +44,31 @@ class SAQMEnsemble(nn.Module):
         first = self.members[0]
         self.in_channels, self.patch_size, self.stride = first.in_channels, first.patch_size, first.stride
 
+    @staticmethod
+    def members_of(state: Mapping[str, torch.Tensor]) -> int:
+        """Members of the SAQMEnsemble state dict ``state`` (keys ``members.k.*``); 0 for another (e.g. a SAQM's)."""
+        return len({str(key).split(".")[1] for key in state if str(key).startswith("members.")})
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, torch.Tensor], **saqm_kwargs) -> SAQMEnsemble:
+        """The ensemble saved in ``state`` (a SAQMEnsemble state dict): its member count and input channels are read
+        from the keys.
+
+        Args:
+            state: keys ``members.k.*``.
+            saqm_kwargs: as :meth:`__init__` (``width``, ...).
+
+        Raises:
+            ValueError: When ``state`` is not a SAQMEnsemble state dict, or does not fit the architecture.
+        """
+        n = cls.members_of(state)
+        if n == 0:
+            raise ValueError("not a SAQMEnsemble state dict: expected the keys 'members.0.*', 'members.1.*'...")
+        prefixes = [f"members.{k}." for k in range(n)]
+        return cls.from_state_dicts(
+            [{key[len(p) :]: v for key, v in state.items() if key.startswith(p)} for p in prefixes], **saqm_kwargs
+        )
+
     @classmethod
     def from_state_dicts(cls, states: Sequence[Mapping[str, torch.Tensor]], **saqm_kwargs) -> SAQMEnsemble:
         """An ensemble whose member ``k`` has the SAQM weights ``states[k]``.

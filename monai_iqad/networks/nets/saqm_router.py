@@ -15,15 +15,9 @@ from .saqm_ensemble import SAQMEnsemble
 __all__ = ["SAQMRouter"]
 
 
-def _members(state: Mapping[str, torch.Tensor]) -> int:
-    """Members of the SAQMEnsemble state dict ``state`` (keys ``members.j.*``), 1 for a plain SAQM state dict."""
-    ids = {str(key).split(".")[1] for key in state if str(key).startswith("members.")}
-    return len(ids) if ids else 1
-
-
 def _single_if_one_member(state: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
     """A one-member SAQMEnsemble state dict as the plain SAQM state dict it is (prefix ``members.0.`` removed)."""
-    if any(str(key).startswith("members.") for key in state) and _members(state) == 1:
+    if SAQMEnsemble.members_of(state) == 1:
         return {key[len("members.0.") :]: v for key, v in state.items() if key.startswith("members.0.")}
     return state
 
@@ -162,7 +156,7 @@ class SAQMRouter(nn.Module):
         if not states:
             raise ValueError("SAQMRouter.from_state_dicts: no state dict given.")
         states = [_single_if_one_member(s) for s in states]
-        members = [_members(s) for s in states]
+        members = [max(SAQMEnsemble.members_of(s), 1) for s in states]
         channels = [
             int(s["members.0.attention.query.0.weight" if m > 1 else "attention.query.0.weight"].shape[1])
             for s, m in zip(states, members)
