@@ -6,7 +6,7 @@ process, seeded; the corpora and trainings with one torch thread (``--threads``)
 
 1. corpus preset ``v1`` (``--strict``: a missing source is an error, not a smaller corpus);
 2. expert 0: ``train.json`` + ``pretrain.json`` for ``--epochs0`` epochs; the best validation SROCC is kept;
-3. corpus preset ``mr`` and expert 1: the MR arm (``pretrain_modality``, ``_distill``, ``_speckle``, ``_mr``)
+3. corpus preset ``mr`` and expert 1: the MR arm (``pretrain_modality``, ``_distill``, ``_preset`` with preset ``mr``)
    warm-started from expert 0, one checkpoint per epoch for ``--epochs1`` epochs;
 4. the checkpoint selection on the validation sources (``benchmarks/iqa_ladder.py --select``, expert 0 the
    reference) among the epochs ``--select-epochs``, then the router (``--router``, radiographs -> expert 1).
@@ -62,8 +62,7 @@ EXPERT1_CONFIGS = (
     *EXPERT0_CONFIGS,
     "configs/pretrain_modality.json",
     "configs/pretrain_distill.json",
-    "configs/pretrain_speckle.json",
-    "configs/pretrain_mr.json",
+    "configs/pretrain_preset.json",
 )
 
 

@@ -247,7 +247,8 @@ CORPUS_SOURCES_BALANCED: tuple[CorpusSource, ...] = tuple(
 #: 104 training crops of varied content instead of the 30 crops of two ultrasound scenes. Held-out ultrasound speckle
 #: (one test scanner) varied by seed for every model trained on the balanced corpus (0.37-0.86, docs/results_iqa.md).
 #: Validation and test splits are those of the balanced corpus (distortions are seeded by crop, family and level, so
-#: the other ladders are byte-identical). An experiment of issue 11 (``configs/pretrain_speckle.json``).
+#: the other ladders are byte-identical). An experiment of issue 11 (``configs/pretrain_preset.json``,
+#: ``--corpus_preset speckle``).
 CORPUS_SOURCES_SPECKLE: tuple[CorpusSource, ...] = tuple(
     replace(s, extra_families=("speckle_noise",)) if s.split == "training" and s.modality != "US" else s
     for s in CORPUS_SOURCES_BALANCED
@@ -260,7 +261,7 @@ CORPUS_SOURCES_SPECKLE: tuple[CorpusSource, ...] = tuple(
 #: abdomen and brain MR (0.19-0.44), so gamma is learnt per scene, not per modality. Caveat: the second held-out set's
 #: brain T1 slice ships in the same dipy folder; dipy does not say whether both come from one volunteer (different
 #: sequence and plane), so its ladders are reported apart from the abdominal MR's. Validation and test splits are
-#: those of the balanced corpus. An experiment of issue 11 (``configs/pretrain_mr.json``).
+#: those of the balanced corpus. An experiment of issue 11 (``configs/pretrain_preset.json``, ``--corpus_preset mr``).
 CORPUS_SOURCES_MR: tuple[CorpusSource, ...] = (
     *CORPUS_SOURCES_SPECKLE,
     CorpusSource(
@@ -271,7 +272,8 @@ CORPUS_SOURCES_MR: tuple[CorpusSource, ...] = (
 
 #: :data:`CORPUS_SOURCES_MR` without the speckle ladders of the b0 slices. The b0 slices are dark, so their speckle
 #: ladders differ little (pseudo-MOS 0.997 / 0.987 at levels 1 / 2) yet the ranking loss orders them; both ``mr`` seeds
-#: lost held-out ultrasound speckle. This preset tests that guess (``configs/pretrain_mr_plain.json``).
+#: lost held-out ultrasound speckle. This preset tests that guess (``configs/pretrain_preset.json``,
+#: ``--corpus_preset mr_plain``).
 CORPUS_SOURCES_MR_PLAIN: tuple[CorpusSource, ...] = (
     *CORPUS_SOURCES_MR[:-1],
     replace(CORPUS_SOURCES_MR[-1], extra_families=()),
@@ -284,7 +286,7 @@ CORPUS_SOURCES_MR_PLAIN: tuple[CorpusSource, ...] = (
 #: set the shipped model orders k-space levels 1-5 correctly but scores level 1 above the pristine on 5 of 7 ladders,
 #: and its patch scores show where: patches with black background score about 0.5 in the pristine and above 0.85 once
 #: undersampling fills the background with ghosts. Validation and test splits are those of the balanced corpus. An
-#: experiment of issue 11 (``configs/pretrain_mr_bg.json``; docs/results_iqa.md).
+#: experiment of issue 11 (``configs/pretrain_preset.json``, ``--corpus_preset mr_bg``; docs/results_iqa.md).
 CORPUS_SOURCES_MR_BG: tuple[CorpusSource, ...] = (
     *CORPUS_SOURCES_SPECKLE,
     replace(
@@ -300,7 +302,7 @@ CORPUS_SOURCES_MR_BG: tuple[CorpusSource, ...] = (
 #: which undersampling fills with ghosts (standard deviation 3.4). So the ``mr_bg`` ladders taught the opposite cue.
 #: Masked research MR (skull-stripped brains, masked abdomens) is common, so a quality model should read ghosts in a
 #: zero background as a loss. Validation and test splits are those of the balanced corpus. An experiment of issue 11
-#: (``configs/pretrain_mr_mask.json``; docs/results_iqa.md).
+#: (``configs/pretrain_preset.json``, ``--corpus_preset mr_mask``; docs/results_iqa.md).
 CORPUS_SOURCES_MR_MASK: tuple[CorpusSource, ...] = (
     *CORPUS_SOURCES_SPECKLE,
     replace(CORPUS_SOURCES_MR_BG[-1], name="mr_shoulder_mask", mask_background=0.05),
@@ -314,7 +316,7 @@ CORPUS_SOURCES_MR_MASK: tuple[CorpusSource, ...] = (
 #: did not teach the cue for other anatomies; the packages hold no second MR with a noise-free background, but this CT
 #: has one. K-space undersampling is an MR artefact; here it stands for aliasing ghosts entering a black background,
 #: applied under the CT modality plane. Validation and test splits are those of the balanced corpus. An experiment of
-#: issue 11 (``configs/pretrain_ct_kspace.json``; docs/results_iqa.md).
+#: issue 11 (``configs/pretrain_preset.json``, ``--corpus_preset ct_kspace``; docs/results_iqa.md).
 CORPUS_SOURCES_CT_KSPACE: tuple[CorpusSource, ...] = (
     *CORPUS_SOURCES_MR_MASK,
     replace(
@@ -329,7 +331,8 @@ CORPUS_SOURCES_CT_KSPACE: tuple[CorpusSource, ...] = (
 
 #: :data:`CORPUS_SOURCES_CT_KSPACE` with twice the CT head background crops (18; crops are drawn in sequence, so the
 #: first 9 are those of ``ct_kspace``). Why (stop 35): those 9 crops lifted the held-out T1 brain's k-space ladders
-#: from 0.41 to 0.77 in both seeds, short of 0.80; this preset tests the dose (``configs/pretrain_ct_kspace_x2.json``).
+#: from 0.41 to 0.77 in both seeds, short of 0.80; this preset tests the dose (``configs/pretrain_preset.json``,
+#: ``--corpus_preset ct_kspace_x2``).
 CORPUS_SOURCES_CT_KSPACE_X2: tuple[CorpusSource, ...] = (
     *CORPUS_SOURCES_CT_KSPACE[:-1],
     replace(CORPUS_SOURCES_CT_KSPACE[-1], crops=18),
@@ -344,7 +347,8 @@ CORPUS_SOURCES_CT_KSPACE_X2: tuple[CorpusSource, ...] = (
 #: levels; this preset tests whether an MR brain, with MR contrast and MR k-space statistics, teaches the mild ones.
 #: Caveats: the template is an average of 152 brains (smooth, noise-free), not one acquisition; it is a different
 #: source from the held-out dipy T1 slice (one subject), so the split rule holds, but both are brains. Validation and
-#: test splits are those of the balanced corpus. An experiment of issue 11 (``configs/pretrain_ct_kspace_mni.json``).
+#: test splits are those of the balanced corpus. An experiment of issue 11 (``configs/pretrain_preset.json``,
+#: ``--corpus_preset ct_kspace_mni``).
 CORPUS_SOURCES_CT_KSPACE_MNI: tuple[CorpusSource, ...] = (
     *CORPUS_SOURCES_CT_KSPACE,
     CorpusSource(
