@@ -317,6 +317,47 @@ def test_medical_inference_after_clone_ranks_distortions(tmp_path):
 
 
 @medical
+def test_medical_inference_serves_any_saved_router(tmp_path):
+    """``inference.json`` and ``monai-iqad score`` build the router that ``models/model.pt`` holds, here three experts,
+    MR to a two-member ensemble (``SAQMRouter.architecture_of``), and score each image with its modality's expert."""
+    import numpy as np
+    from dicom_files import dicom_file
+    from PIL import Image
+    from skimage import data as skdata
+
+    from monai_iqad.networks import SAQMEnsemble
+    from monai_iqad.score import SAQMScorer
+
+    torch.manual_seed(0)
+    plain, conditioned = SAQM(in_channels=3, width=0.125), SAQM(in_channels=9, width=0.125)
+    members = [SAQM(in_channels=9, width=0.125) for _ in range(2)]
+    for net in (plain, conditioned, *members):
+        with torch.no_grad():
+            net.attention.gamma.fill_(float(torch.rand(())))
+    ensemble = SAQMEnsemble.from_state_dicts([m.state_dict() for m in members], width=0.125)
+    states = [plain.state_dict(), conditioned.state_dict(), ensemble.state_dict()]
+    router = SAQMRouter.from_state_dicts(states, routes={"CR": 1, "MR": 2}, width=0.125).eval()
+    bundle = copy_bundle(MEDICAL, tmp_path / MEDICAL)
+    torch.save(router.state_dict(), bundle / "models" / "model.pt")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(skdata.camera()[96:224, 160:288].astype(np.uint8)).save(folder / "a_camera.png")
+    shutil.copy(dicom_file("MR_small.dcm"), folder / "b_mr.dcm")
+    _run(bundle, ["configs/inference.json"], {"input_dir": str(folder), "num_workers": 0}, "infer")
+    scores = {Path(r["filename"]).stem: float(r["score"]) for r in _rows(bundle / "eval" / "scores.csv")}
+    scorer = SAQMScorer(bundle)
+    assert isinstance(scorer.network.experts[2], SAQMEnsemble) and scorer.network.route.tolist()[2] == 2
+    for stem, expert in (("a_camera", 0), ("b_mr", 2)):
+        x = scorer.preprocessing({"image": str(next(folder.glob(stem + ".*")))})["image"].as_tensor()[None]
+        with torch.no_grad():
+            want = float(router(x))
+            member_mean = float(sum(m.eval()(x) for m in members) / 2)
+        assert scores[stem] == pytest.approx(want, abs=1e-6)
+        assert scorer({"image": str(next(folder.glob(stem + ".*")))}) == pytest.approx(want, abs=1e-6)
+        assert (expert == 2) == (want == pytest.approx(member_mean, abs=1e-6))
+
+
+@medical
 @pytest.mark.slow
 def test_medical_pretrain_and_evaluate_tiny(tmp_path):
     """``train.json`` + ``pretrain.json`` on the tiny corpus: one epoch with the ranking loss, a model.pt (one SAQM),

@@ -272,3 +272,30 @@ def test_an_ensemble_expert_scores_the_mean_of_its_members():
     with pytest.raises(ValueError, match="expert 1: the state dict does not fit its SAQMEnsemble"):
         states = [SAQMRouter.expert_state_dict(state, k) for k in (0, 1)]
         SAQMRouter.from_state_dicts(states, expert_members=[1, 3], width=WIDTH)  # 2 members given, 3 asked for
+
+
+def test_architecture_of_a_saved_router(tmp_path):
+    """``architecture_of`` reads each expert's input channels and members from a saved router (state dict, checkpoint
+    under ``"model"``, or a path), so a config can build whatever router a ``model.pt`` holds; None otherwise."""
+    router, plain, members = _ensemble_router()
+    three = SAQMRouter.from_state_dicts(
+        [plain.state_dict(), members[0].state_dict(), router.experts[1].state_dict()],
+        routes={"CR": 1, "MR": 2},
+        width=WIDTH,
+    )
+    want = {"expert_channels": [3, 9, 9], "expert_members": [1, 1, 2]}
+    state = three.state_dict()
+    torch.save(state, tmp_path / "router.pt")
+    torch.save({"model": state}, tmp_path / "checkpoint.pt")
+    for saved in (state, {"model": state}, tmp_path / "router.pt", str(tmp_path / "checkpoint.pt")):
+        assert SAQMRouter.architecture_of(saved) == want
+    rebuilt = SAQMRouter(**want, width=WIDTH)
+    rebuilt.load_state_dict(state)  # strict: the architecture is the saved one
+    x = _inputs(["MR", "CR", None])
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval()(x), three.eval()(x), rtol=0, atol=0)
+    assert rebuilt.route.tolist() == [1, 0, 2, 0, 0, 0, 0]  # planes CR, CT, MR, US, fundus, natural, unknown
+    assert SAQMRouter.architecture_of(plain.state_dict()) is None  # one SAQM's weights
+    assert SAQMRouter.architecture_of(tmp_path / "missing.pt") is None
+    with pytest.raises(ValueError, match="not an SAQM or SAQMEnsemble state dict"):
+        SAQMRouter.architecture_of({"route": state["route"], "experts.0.foo": torch.zeros(1)})

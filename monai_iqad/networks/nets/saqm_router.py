@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -20,6 +21,15 @@ def _single_if_one_member(state: Mapping[str, torch.Tensor]) -> Mapping[str, tor
     if SAQMEnsemble.members_of(state) == 1:
         return {key[len("members.0.") :]: v for key, v in state.items() if key.startswith("members.0.")}
     return state
+
+
+def _expert_layout(state: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+    """``(input channels, members)`` of one expert's state dict: an SAQM's (1 member) or an SAQMEnsemble's."""
+    members = max(SAQMEnsemble.members_of(state), 1)
+    key = "members.0.attention.query.0.weight" if members > 1 else "attention.query.0.weight"
+    if key not in state:
+        raise ValueError(f"not an SAQM or SAQMEnsemble state dict: no key {key!r}.")
+    return int(state[key].shape[1]), members
 
 
 def _graph_capture() -> bool:
@@ -156,11 +166,7 @@ class SAQMRouter(nn.Module):
         if not states:
             raise ValueError("SAQMRouter.from_state_dicts: no state dict given.")
         states = [_single_if_one_member(s) for s in states]
-        members = [max(SAQMEnsemble.members_of(s), 1) for s in states]
-        channels = [
-            int(s["members.0.attention.query.0.weight" if m > 1 else "attention.query.0.weight"].shape[1])
-            for s, m in zip(states, members)
-        ]
+        channels, members = (list(t) for t in zip(*(_expert_layout(s) for s in states)))
         kwargs.setdefault("expert_members", members)
         n_planes = len(kwargs.get("modalities", SAQM_MODALITIES))
         conditioned = [c - n_planes for c in channels if c > n_planes]
@@ -204,6 +210,33 @@ class SAQMRouter(nn.Module):
         """Whether ``state`` is a router state dict (a mapping with ``route`` and ``experts.<k>.*`` keys), as opposed
         to one SAQM's."""
         return isinstance(state, Mapping) and "route" in state and any(str(k).startswith("experts.") for k in state)
+
+    @classmethod
+    def architecture_of(cls, state: Mapping[str, torch.Tensor] | str | os.PathLike) -> dict[str, list[int]] | None:
+        """The ``expert_channels`` and ``expert_members`` of a saved router, read from its keys and shapes, e.g. to
+        build the network of a bundle config for whatever router its ``model.pt`` holds (more experts, an ensemble
+        expert) before the weights are loaded.
+
+        Args:
+            state: a router state dict, a checkpoint holding one under ``"model"``, or the path of either (loaded with
+                ``weights_only=True``).
+
+        Returns:
+            ``{"expert_channels": [...], "expert_members": [...]}`` (one entry per expert), or None when ``state`` is
+            not a router's (e.g. one SAQM's weights) or the path is not a file: the weights loader that follows reports
+            the mismatch or the missing file with its name.
+        """
+        if isinstance(state, (str, os.PathLike)):
+            if not os.path.isfile(state):
+                return None
+            state = torch.load(state, map_location="cpu", weights_only=True)
+        if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
+            state = state["model"]
+        if not cls.is_state_dict(state):
+            return None
+        ids = sorted({int(str(key).split(".")[1]) for key in state if str(key).startswith("experts.")})
+        experts = [_expert_layout(_single_if_one_member(cls.expert_state_dict(state, k))) for k in ids]
+        return {"expert_channels": [c for c, _ in experts], "expert_members": [m for _, m in experts]}
 
     @staticmethod
     def expert_state_dict(state: Mapping[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
