@@ -49,6 +49,7 @@ from pathlib import Path
 
 import torch
 
+from monai_iqad.utils.cpu import cpu_flags
 from monai_iqad.utils.io import atomic_write_json, file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,15 +78,6 @@ def shipped_sha256(bundle: Path = BUNDLE) -> str | None:
         if entry.get("path") == "models/model.pt":
             return entry.get("hash_val")
     return None
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (``/proc/cpuinfo``; empty where it does not exist)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return set()
-    return {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
 
 
 #: Whether each shipped expert was trained on a CPU with AMX-BF16 (no ISA cap), and how to regenerate it elsewhere:

@@ -10,6 +10,8 @@ import torch
 from monai.engines.utils import IterationEvents
 from torch.optim.optimizer import Optimizer
 
+from monai_iqad.utils.cpu import warn_if_emulated_cpu_bf16
+
 __all__ = [
     "AMP_DTYPES",
     "amp_settings",
@@ -119,6 +121,8 @@ def autocast(engine: Any) -> contextlib.AbstractContextManager:
     device_type = _autocast_device(engine)
     if device_type is None:
         return contextlib.nullcontext()
+    if device_type == "cpu" and engine.amp_kwargs.get("dtype") == torch.bfloat16:
+        warn_if_emulated_cpu_bf16(type(engine).__name__)
     return torch.autocast(device_type, **engine.amp_kwargs)
 
 
