@@ -121,6 +121,9 @@ def command_line(script: str, args: Any) -> str:
             parts.append(f"--{option.replace('_', '-')} {value}")
     if getattr(args, "no_rss", False):
         parts.append("--no-rss")
+    section = getattr(args, "section", None)
+    if section and section != script:  # a section of its own (another CPU kind)
+        parts.append(f"--section {section}")
     return " ".join(parts)
 
 

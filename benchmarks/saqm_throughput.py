@@ -51,6 +51,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from monai_iqad.engines import DomainAdaptationTrainer
 from monai_iqad.networks import SAQM, DomainClassifier
+from monai_iqad.utils import native_cpu_bf16
 
 SECTION = "saqm_throughput"
 PRECISIONS = ("fp32", "bf16")
@@ -425,8 +426,9 @@ def report(
         ],
     )
     per_patch_fwd = forward_flops(layers, 1, ("query", "key", "value", "attention", "regressor"))
+    bf16_kind = {True: ", native bf16", False: ", bf16 emulated (no AVX512-BF16 or AMX-BF16)", None: ""}
     lines = [
-        "## SAQM throughput (CPU)",
+        f"## SAQM throughput (CPU{bf16_kind[native_cpu_bf16()]})",
         "",
         f"`{command}`" + (" (**quick smoke-test sizes, not representative**)" if quick else ""),
         "",
@@ -476,6 +478,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch intra-op threads (default: torch's default, all cores)"
     )
+    parser.add_argument(
+        "--section",
+        default=SECTION,
+        help=f"marked section of the results file to write (default {SECTION}); another name keeps the figures of "
+        "another CPU kind, e.g. saqm_throughput_no_native_bf16",
+    )
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
@@ -496,8 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = command_line("saqm_throughput", args)
     body = report(command, cfg, workloads, times, layers, counted, params, info, args.quick)
     print(body)
-    path = write_section(args.output, SECTION, body)
-    log(f"wrote section '{SECTION}' to {path}")
+    path = write_section(args.output, args.section, body)
+    log(f"wrote section '{args.section}' to {path}")
     return 0
 
 

@@ -15,6 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
 SCRIPTS = ("saqm_throughput", "mkcnet_cost")
+#: The section each script writes in the test: saqm_throughput's own name is replaced through ``--section``.
+SECTIONS = {"saqm_throughput": "saqm_throughput_other", "mkcnet_cost": "mkcnet_cost"}
 FOREIGN = "<!-- other:start -->\nsomeone else's section\n<!-- other:end -->\n"
 
 
@@ -46,7 +48,8 @@ def test_write_section_replaces_only_its_own_section(tmp_path):
 
 
 def test_benchmark_scripts_quick(tmp_path):
-    """Both scripts (in parallel, one thread each) complete and write their section into a copy of the docs."""
+    """Both scripts (in parallel, one thread each) complete and write their section into a copy of the docs; with
+    ``--section`` (another CPU kind's figures) ``saqm_throughput`` writes that section and keeps its default one."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     procs, outputs = {}, {}
     for name in SCRIPTS:
@@ -54,6 +57,7 @@ def test_benchmark_scripts_quick(tmp_path):
         # a stale copy of the script's own section and a foreign section that must survive
         outputs[name].write_text(f"# Benchmarks\n\n{FOREIGN}\n<!-- {name}:start -->\nstale\n<!-- {name}:end -->\n")
         cmd = [sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick", "--threads", "1"]
+        cmd += ["--section", SECTIONS[name]] if SECTIONS[name] != name else []
         procs[name] = subprocess.Popen(
             [*cmd, "--output", str(outputs[name])],
             cwd=ROOT,
@@ -66,12 +70,13 @@ def test_benchmark_scripts_quick(tmp_path):
         out, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, f"{name} failed:\n{err[-3000:]}"
         text = outputs[name].read_text()
-        assert FOREIGN in text and "stale" not in text
-        start, end = text.index(f"<!-- {name}:start -->"), text.index(f"<!-- {name}:end -->")
+        assert FOREIGN in text and ("stale" in text) == (SECTIONS[name] != name)
+        start, end = text.index(f"<!-- {SECTIONS[name]}:start -->"), text.index(f"<!-- {SECTIONS[name]}:end -->")
         section = text[start:end]
-        assert "Machine:" in section and "|---|" in section
+        assert "Machine:" in section and "|---|" in section and "stale" not in section
         assert section.split("\n", 1)[1].strip() in out  # the printed figures are the written ones
     saqm = outputs["saqm_throughput"].read_text()
+    assert "--section saqm_throughput_other" in saqm  # the command that reproduces it
     assert "SAQM inference" in saqm and "vs dense conv" in saqm and "FlopCounterMode" in saqm
     mkc = outputs["mkcnet_cost"].read_text()
     for config in ("vanilla", "multitask", "epoch/second_order", "iteration/first_order"):
