@@ -297,5 +297,7 @@ def test_architecture_of_a_saved_router(tmp_path):
     assert rebuilt.route.tolist() == [1, 0, 2, 0, 0, 0, 0]  # planes CR, CT, MR, US, fundus, natural, unknown
     assert SAQMRouter.architecture_of(plain.state_dict()) is None  # one SAQM's weights
     assert SAQMRouter.architecture_of(tmp_path / "missing.pt") is None
+    (tmp_path / "text.pt").write_text("not weights\n")  # damaged: left to the weights loader, which names the file
+    assert SAQMRouter.architecture_of(tmp_path / "text.pt") is None
     with pytest.raises(ValueError, match="not an SAQM or SAQMEnsemble state dict"):
         SAQMRouter.architecture_of({"route": state["route"], "experts.0.foo": torch.zeros(1)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -21,6 +22,11 @@ def _single_if_one_member(state: Mapping[str, torch.Tensor]) -> Mapping[str, tor
     if SAQMEnsemble.members_of(state) == 1:
         return {key[len("members.0.") :]: v for key, v in state.items() if key.startswith("members.0.")}
     return state
+
+
+def _expert_ids(state: Mapping[str, torch.Tensor]) -> list[int]:
+    """The expert indices ``k`` of a router state dict's keys ``experts.k.*``, sorted."""
+    return sorted({int(str(key).split(".")[1]) for key in state if str(key).startswith("experts.")})
 
 
 def _expert_layout(state: Mapping[str, torch.Tensor]) -> tuple[int, int]:
@@ -192,10 +198,10 @@ class SAQMRouter(nn.Module):
         Raises:
             ValueError: When ``state`` is not a router state dict, or does not fit the architecture.
         """
-        ids = {int(key.split(".")[1]) for key in state if key.startswith("experts.")}
-        if not cls.is_state_dict(state) or ids != set(range(len(ids))):
+        ids = _expert_ids(state)
+        if not cls.is_state_dict(state) or ids != list(range(len(ids))):
             raise ValueError("not a SAQMRouter state dict: expected the keys 'route', 'experts.0.*', 'experts.1.*'...")
-        net = cls.from_state_dicts([cls.expert_state_dict(state, k) for k in range(len(ids))], **kwargs)
+        net = cls.from_state_dicts([cls.expert_state_dict(state, k) for k in ids], **kwargs)
         route = state["route"]
         if route.shape != net.route.shape or bool(((route < 0) | (route >= len(ids))).any()):
             raise ValueError(
@@ -229,13 +235,15 @@ class SAQMRouter(nn.Module):
         if isinstance(state, (str, os.PathLike)):
             if not os.path.isfile(state):
                 return None
-            state = torch.load(state, map_location="cpu", weights_only=True)
+            try:
+                state = torch.load(state, map_location="cpu", weights_only=True)
+            except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError):
+                return None  # a damaged file: the weights loader names it and says what is wrong
         if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
             state = state["model"]
         if not cls.is_state_dict(state):
             return None
-        ids = sorted({int(str(key).split(".")[1]) for key in state if str(key).startswith("experts.")})
-        experts = [_expert_layout(_single_if_one_member(cls.expert_state_dict(state, k))) for k in ids]
+        experts = [_expert_layout(_single_if_one_member(cls.expert_state_dict(state, k))) for k in _expert_ids(state)]
         return {"expert_channels": [c for c, _ in experts], "expert_members": [m for _, m in experts]}
 
     @staticmethod
