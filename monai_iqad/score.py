@@ -32,6 +32,7 @@ import io
 import json
 import math
 import os
+import pickle
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -43,6 +44,7 @@ import torch
 
 from monai_iqad.data.datalist import find_images, load_datalist
 from monai_iqad.metrics.nr_iqa import NR_IQA_METRICS
+from monai_iqad.utils.errors import MonaiIqadError
 from monai_iqad.utils.io import atomic_write_text
 
 __all__ = [
@@ -211,7 +213,8 @@ class SAQMScorer:
 
     Raises:
         FileNotFoundError: the config or the weights are missing (the message names the file).
-        ValueError: the weights do not fit the network.
+        monai_iqad.utils.CheckpointError: the weights file is damaged, empty or not a checkpoint (names the file).
+        ValueError: the weights do not fit the network, or hold objects a safe load refuses.
     """
 
     def __init__(
@@ -232,7 +235,13 @@ class SAQMScorer:
         parser["bundle_root"] = os.fspath(root)
         self.preprocessing = parser.get_parsed_content("preprocessing")
         self.network = parser.get_parsed_content("network_def").to(device).eval()
-        state = torch.load(weights, map_location=device, weights_only=True)
+        from monai_iqad.handlers.checkpoint_loader import MODEL_HINT, check_checkpoint_file
+
+        check_checkpoint_file(weights, hint=MODEL_HINT)  # a damaged or text file: an error that names it
+        try:
+            state = torch.load(weights, map_location=device, weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise ValueError(f"{weights}: holds objects that a safe (weights_only=True) load refuses: {e}") from e
         if isinstance(state, dict) and isinstance(state.get("model"), dict):
             state = state["model"]
         try:
@@ -412,8 +421,10 @@ def run_score(args: argparse.Namespace) -> int:
         else:
             scorer = NRIQAScorer(args.metric, args.intensity)
             lower_better = NR_IQA_METRICS[args.metric].lower_better
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, MonaiIqadError) as e:  # e.g. a damaged model.pt (CheckpointError)
         print(f"monai-iqad score: {e}", file=sys.stderr)
+        if isinstance(e, MonaiIqadError):
+            print(f"hint: {e.hint}", file=sys.stderr)
         return 2
     try:
         rows = score_items(items, scorer, args.workers, args.on_error, args.progress, desc=args.metric)

@@ -136,8 +136,14 @@ def test_score_saqm_bundle(mixed, tiny_bundle, tmp_path, capsys):
     try:
         assert main(args) == 2
         assert "model.pt" in capsys.readouterr().err
+        (tiny_bundle / "models" / "model.pt").write_text("oops\n")  # damaged weights: one message naming the file
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        path = tiny_bundle / "models" / "model.pt"
+        assert f"{path}: not a PyTorch checkpoint (5 bytes, truncated or a text file)" in err and "hint: " in err
+        assert "Traceback" not in err
     finally:
-        (tiny_bundle / "models" / "other.pt").rename(tiny_bundle / "models" / "model.pt")
+        (tiny_bundle / "models" / "other.pt").replace(tiny_bundle / "models" / "model.pt")
 
 
 def test_score_router_bundle_routes_radiographs(mixed, tmp_path):
