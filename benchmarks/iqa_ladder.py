@@ -61,6 +61,7 @@ from monai_iqad.transforms import (  # noqa: E402
     ModalityChannels,
     saqm_preprocessing,
 )
+from monai_iqad.utils import native_cpu_bf16  # noqa: E402
 
 
 def _classic_metrics() -> dict:
@@ -865,7 +866,12 @@ def main(argv: list[str] | None = None) -> int:
         lines += [
             "",
             f"1-min load average {load:.2f} before, {os.getloadavg()[0]:.2f} after the speed runs (a shared machine: "
-            "compare the ratios, not the absolute rates).",
+            "compare the ratios, not the absolute rates). "
+            + {
+                True: "This CPU computes bf16 natively (AVX512-BF16 or AMX-BF16).",
+                False: "This CPU emulates bf16 (no AVX512-BF16 or AMX-BF16): bf16 autocast is slower than fp32 here.",
+                None: "Whether this CPU computes bf16 natively is unknown.",
+            }[native_cpu_bf16()],
             "",
         ]
     lines += [
