@@ -49,7 +49,7 @@ from pathlib import Path
 
 import torch
 
-from monai_iqad.utils.cpu import cpu_flags
+from monai_iqad.utils.cpu import cpu_bf16_kind, cpu_flags
 from monai_iqad.utils.io import atomic_write_json, file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,38 +80,46 @@ def shipped_sha256(bundle: Path = BUNDLE) -> str | None:
     return None
 
 
-#: Whether each shipped expert was trained on a CPU with AMX-BF16 (no ISA cap), and how to regenerate it elsewhere:
-#: expert 0 (0.1.0) without AMX (bit for bit on such a CPU, stop 32), expert 1 with AMX (bit for bit there, stop 30).
-SHIPPED_KERNELS: dict[str, tuple[bool, str]] = {
-    "expert 0": (False, "take it with --expert0, or train it on such a CPU"),
-    "expert 1": (True, "run this command with --expert0 on such a CPU"),
+#: The CPU kind (:func:`monai_iqad.utils.cpu_bf16_kind`) on which each shipped expert is regenerated bit for bit, and
+#: how to get it elsewhere: expert 0 (0.1.0) on the AMD EPYC with AVX512-BF16 and no AMX (stop 32; an AMX CPU capped
+#: at AVX512_CORE_BF16 and an Intel Xeon without native bf16 both reached validation SROCC 0.6919 instead of 0.6832,
+#: stops 29 and 38), expert 1 on a CPU with AMX-BF16 (stop 30).
+SHIPPED_KERNELS: dict[str, tuple[str, str]] = {
+    "expert 0": ("avx512_bf16", "take it with --expert0, or train it on such a CPU"),
+    "expert 1": ("amx", "run this command with --expert0 on such a CPU"),
+}
+#: The CPU kinds of :func:`monai_iqad.utils.cpu_bf16_kind` in words.
+BF16_KINDS: dict[str, str] = {
+    "amx": "with AMX-BF16",
+    "avx512_bf16": "with AVX512-BF16 and without AMX-BF16",
+    "emulated": "without native bf16 (no AVX512-BF16 or AMX-BF16; bf16 is emulated, about 4x slower)",
 }
 
 
 def kernel_warnings(flags: set[str], isa0: str, isa1: str, train_expert0: bool) -> list[str]:
     """Why this CPU cannot regenerate a shipped expert bit for bit (:data:`SHIPPED_KERNELS`): one warning per step
-    trained here whose CPU kind (AMX-BF16 or not) differs from the shipped run's, or whose ISA is capped. Empty when
-    the CPU's flags are unknown.
+    trained here whose CPU kind (:func:`~monai_iqad.utils.cpu_bf16_kind`: AMX-BF16, AVX512-BF16 without AMX, or
+    emulated bf16) differs from the shipped run's, or whose ISA is capped. Empty when the CPU's flags are unknown.
 
     Args:
-        flags: the CPU's feature flags (:func:`cpu_flags`).
-        isa0: ``--isa0`` (an ``ONEDNN_MAX_CPU_ISA`` cap only removes kernels, so it cannot make a CPU without AMX
-            act like one with it, and a cap on an AMX CPU was measured not to give the other CPU's kernels).
+        flags: the CPU's feature flags (:func:`~monai_iqad.utils.cpu_flags`).
+        isa0: ``--isa0`` (an ``ONEDNN_MAX_CPU_ISA`` cap only removes kernels, so it cannot make a CPU act like one with
+            more, and a cap on an AMX CPU was measured not to give the AVX512-BF16 CPU's kernels).
         isa1: ``--isa1``.
         train_expert0: whether expert 0 is trained here (not taken with ``--expert0``).
     """
-    if not flags:
+    kind = cpu_bf16_kind(flags)
+    if kind is None:
         return []
-    amx = "amx_bf16" in flags
     steps = {"expert 0": isa0, "expert 1": isa1} if train_expert0 else {"expert 1": isa1}
     out = []
     for step, isa in steps.items():
-        shipped_amx, hint = SHIPPED_KERNELS[step]
-        if amx != shipped_amx or isa:
-            kind = "with" if shipped_amx else "without"
+        shipped, hint = SHIPPED_KERNELS[step]
+        if kind != shipped or isa:
+            here = f"this CPU is one {BF16_KINDS[kind]}" + (f", capped at {isa}" if isa else "")
             out.append(
-                f"the shipped {step} was trained on a CPU {kind} AMX-BF16 and no ISA cap; here {step} will differ "
-                f"({hint})"
+                f"the shipped {step} was trained on a CPU {BF16_KINDS[shipped]} and no ISA cap; {here}, so {step} "
+                f"will differ ({hint})"
             )
     return out
 

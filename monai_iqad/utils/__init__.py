@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from .config import as_bool, console_is_interactive
-from .cpu import EmulatedBF16Warning, cpu_bf16, cpu_flags, native_cpu_bf16, warn_if_emulated_cpu_bf16
+from .cpu import (
+    EmulatedBF16Warning,
+    cpu_bf16,
+    cpu_bf16_kind,
+    cpu_flags,
+    native_cpu_bf16,
+    warn_if_emulated_cpu_bf16,
+)
 from .dist import (
     all_reduce_gradients,
     average_buffers,

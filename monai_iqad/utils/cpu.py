@@ -10,7 +10,14 @@ import torch
 
 from .config import as_bool
 
-__all__ = ["EmulatedBF16Warning", "cpu_bf16", "cpu_flags", "native_cpu_bf16", "warn_if_emulated_cpu_bf16"]
+__all__ = [
+    "EmulatedBF16Warning",
+    "cpu_bf16",
+    "cpu_bf16_kind",
+    "cpu_flags",
+    "native_cpu_bf16",
+    "warn_if_emulated_cpu_bf16",
+]
 
 #: CPU flags (``/proc/cpuinfo``) of the instructions that compute bfloat16 natively: AVX512-BF16 and AMX-BF16.
 NATIVE_BF16_FLAGS: frozenset[str] = frozenset({"avx512_bf16", "amx_bf16"})
@@ -27,6 +34,17 @@ def cpu_flags() -> set[str]:
     except OSError:
         return set()
     return {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+
+
+def cpu_bf16_kind(flags: set[str]) -> str | None:
+    """How the CPU of ``flags`` computes bfloat16, which decides oneDNN's bf16 kernels (and so the bits of a bf16
+    training): ``"amx"`` (AMX-BF16), ``"avx512_bf16"`` (AVX512-BF16 without AMX), ``"emulated"`` (neither), or None
+    when ``flags`` is empty (unknown)."""
+    if not flags:
+        return None
+    if "amx_bf16" in flags:
+        return "amx"
+    return "avx512_bf16" if "avx512_bf16" in flags else "emulated"
 
 
 def native_cpu_bf16(flags: set[str] | None = None) -> bool | None:
