@@ -10,13 +10,21 @@ import torch
 
 import monai_iqad.utils.cpu as cpu
 from monai_iqad.engines.step import autocast
-from monai_iqad.utils import EmulatedBF16Warning, cpu_bf16, native_cpu_bf16, warn_if_emulated_cpu_bf16
+from monai_iqad.utils import (
+    EmulatedBF16Warning,
+    cpu_bf16,
+    cpu_bf16_kind,
+    native_cpu_bf16,
+    warn_if_emulated_cpu_bf16,
+)
 
 
 def test_native_bf16_from_the_flags(monkeypatch):
     assert native_cpu_bf16({"avx2", "avx512f", "avx512_vnni"}) is False  # an Intel Xeon without BF16
     assert native_cpu_bf16({"avx512f", "avx512_bf16"}) is True  # e.g. AMD EPYC Zen 4
     assert native_cpu_bf16({"amx_bf16", "amx_tile"}) is True
+    kinds = [cpu_bf16_kind(f) for f in ({"avx512f"}, {"avx512_bf16"}, {"avx512_bf16", "amx_bf16"}, set())]
+    assert kinds == ["emulated", "avx512_bf16", "amx", None]
     # no flags (no /proc/cpuinfo): torch's probes decide, and None when torch has none
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
