@@ -45,6 +45,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import torch
@@ -96,7 +97,7 @@ BF16_KINDS: dict[str, str] = {
 }
 
 
-def kernel_warnings(flags: set[str], isa0: str, isa1: str, train_expert0: bool) -> list[str]:
+def kernel_warnings(flags: AbstractSet[str], isa0: str, isa1: str, train_expert0: bool) -> list[str]:
     """Why this CPU cannot regenerate a shipped expert bit for bit (:data:`SHIPPED_KERNELS`): one warning per step
     trained here whose CPU kind (:func:`~monai_iqad.utils.cpu_bf16_kind`: AMX-BF16, AVX512-BF16 without AMX, or
     emulated bf16) differs from the shipped run's, or whose ISA is capped. Empty when the CPU's flags are unknown.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import torch
@@ -19,24 +20,23 @@ __all__ = [
     "warn_if_emulated_cpu_bf16",
 ]
 
-#: CPU flags (``/proc/cpuinfo``) of the instructions that compute bfloat16 natively: AVX512-BF16 and AMX-BF16.
-NATIVE_BF16_FLAGS: frozenset[str] = frozenset({"avx512_bf16", "amx_bf16"})
-
 
 class EmulatedBF16Warning(UserWarning):
     """bfloat16 autocast asked for on a CPU that emulates it (no AVX512-BF16 or AMX-BF16)."""
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none, e.g. macOS or Windows)."""
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo``, read once per process (empty where there is none, e.g. macOS
+    or Windows)."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:
-        return set()
-    return {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+        return frozenset()
+    return frozenset(f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split())
 
 
-def cpu_bf16_kind(flags: set[str]) -> str | None:
+def cpu_bf16_kind(flags: AbstractSet[str]) -> str | None:
     """How the CPU of ``flags`` computes bfloat16, which decides oneDNN's bf16 kernels (and so the bits of a bf16
     training): ``"amx"`` (AMX-BF16), ``"avx512_bf16"`` (AVX512-BF16 without AMX), ``"emulated"`` (neither), or None
     when ``flags`` is empty (unknown)."""
@@ -47,7 +47,7 @@ def cpu_bf16_kind(flags: set[str]) -> str | None:
     return "avx512_bf16" if "avx512_bf16" in flags else "emulated"
 
 
-def native_cpu_bf16(flags: set[str] | None = None) -> bool | None:
+def native_cpu_bf16(flags: AbstractSet[str] | None = None) -> bool | None:
     """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16).
 
     Args:
@@ -57,9 +57,9 @@ def native_cpu_bf16(flags: set[str] | None = None) -> bool | None:
         True or False from the flags; where they are unknown, what torch reports (its private
         ``torch.cpu._is_avx512_bf16_supported`` / ``_is_amx_tile_supported``), or None when that is unavailable too.
     """
-    flags = cpu_flags() if flags is None else flags
-    if flags:
-        return bool(flags & NATIVE_BF16_FLAGS)
+    kind = cpu_bf16_kind(cpu_flags() if flags is None else flags)
+    if kind is not None:
+        return kind != "emulated"
     probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     if not any(callable(p) for p in probes):
         return None
@@ -70,14 +70,14 @@ def native_cpu_bf16(flags: set[str] | None = None) -> bool | None:
 def _warn_once(where: str) -> None:
     warnings.warn(
         f"{where}: bfloat16 autocast on a CPU without AVX512-BF16 or AMX-BF16 is emulated and runs slower than "
-        "float32 (SAQM scoring at 0.5x, training at about a quarter of an AVX512-BF16 CPU's speed; "
-        "docs/benchmarks.md). Turn it off (bf16 false, amp_dtype null) unless you need bf16's numerics.",
+        "float32 (0.25-0.5x of the fp32 speed in the SAQM benchmarks, docs/benchmarks.md). Turn it off (bf16 false, "
+        "amp_dtype null) unless you need bf16's numerics.",
         EmulatedBF16Warning,
         stacklevel=3,
     )
 
 
-def warn_if_emulated_cpu_bf16(where: str, flags: set[str] | None = None) -> bool:
+def warn_if_emulated_cpu_bf16(where: str, flags: AbstractSet[str] | None = None) -> bool:
     """Warn (once per ``where`` and process) when this CPU emulates bfloat16; return whether it does.
 
     Args:
