@@ -32,7 +32,6 @@ import io
 import json
 import math
 import os
-import pickle
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -213,8 +212,9 @@ class SAQMScorer:
 
     Raises:
         FileNotFoundError: the config or the weights are missing (the message names the file).
-        monai_iqad.utils.CheckpointError: the weights file is damaged, empty or not a checkpoint (names the file).
-        ValueError: the weights do not fit the network, or hold objects a safe load refuses.
+        monai_iqad.utils.CheckpointError: the weights file is damaged, empty, not a checkpoint or holds objects a
+            safe load refuses (names the file).
+        ValueError: the weights do not fit the network.
     """
 
     def __init__(
@@ -235,13 +235,9 @@ class SAQMScorer:
         parser["bundle_root"] = os.fspath(root)
         self.preprocessing = parser.get_parsed_content("preprocessing")
         self.network = parser.get_parsed_content("network_def").to(device).eval()
-        from monai_iqad.handlers.checkpoint_loader import MODEL_HINT, check_checkpoint_file
+        from monai_iqad.handlers.checkpoint_loader import load_weights
 
-        check_checkpoint_file(weights, hint=MODEL_HINT)  # a damaged or text file: an error that names it
-        try:
-            state = torch.load(weights, map_location=device, weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise ValueError(f"{weights}: holds objects that a safe (weights_only=True) load refuses: {e}") from e
+        state = load_weights(weights, device)  # a damaged, text or unsafe file: an error that names it
         if isinstance(state, dict) and isinstance(state.get("model"), dict):
             state = state["model"]
         try:

@@ -23,7 +23,14 @@ from monai.handlers import CheckpointLoader
 
 from monai_iqad.utils.errors import CheckpointError, CheckpointNotFoundError
 
-__all__ = ["ResumeCheckpointLoader", "TrainedModelLoader", "find_checkpoint", "require_model", "check_checkpoint_file"]
+__all__ = [
+    "ResumeCheckpointLoader",
+    "TrainedModelLoader",
+    "find_checkpoint",
+    "require_model",
+    "check_checkpoint_file",
+    "load_weights",
+]
 
 RESUME_HINT = (
     "delete or move the damaged checkpoint and train again with --resume false (training restarts from epoch 0; "
@@ -119,19 +126,34 @@ def check_checkpoint_file(path: str | os.PathLike, hint: str = RESUME_HINT) -> s
     return str(p)
 
 
+def _refused(path: str | os.PathLike, e: pickle.UnpicklingError, hint: str) -> CheckpointError:
+    """The error for a file whose objects the weights-only unpickler refused (never advise to disable it)."""
+    return CheckpointError(
+        f"{path}: holds objects that a safe (weights_only=True) load refuses: not a checkpoint written by "
+        f"monai_iqad ({str(e).splitlines()[0][:200]})",
+        file=path,
+        hint=hint,
+    )
+
+
+def load_weights(path: str | os.PathLike, map_location: Any = "cpu", hint: str = MODEL_HINT) -> Any:
+    """``torch.load(path, weights_only=True)`` after :func:`check_checkpoint_file`: a missing, damaged or unsafe file
+    raises a :class:`CheckpointError` (or :class:`CheckpointNotFoundError`) naming it, with ``hint``."""
+    check_checkpoint_file(path, hint)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise _refused(path, e, hint) from e
+
+
 def _load_with_explanations(loader: CheckpointLoader, engine: Engine, hint: str) -> None:
     """Run ``CheckpointLoader.__call__`` turning load failures into :class:`CheckpointError` naming the file."""
     path = loader.load_path
     check_checkpoint_file(path, hint)
     try:
         CheckpointLoader.__call__(loader, engine)
-    except pickle.UnpicklingError as e:  # the weights-only unpickler refused an object: never advise to disable it
-        raise CheckpointError(
-            f"{path}: holds objects that a safe (weights_only=True) load refuses: not a checkpoint written by "
-            f"monai_iqad ({str(e).splitlines()[0][:200]})",
-            file=path,
-            hint=hint,
-        ) from e
+    except pickle.UnpicklingError as e:
+        raise _refused(path, e, hint) from e
     except (RuntimeError, EOFError) as e:
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         if "state_dict" in str(e) or "size mismatch" in str(e):
@@ -234,8 +256,8 @@ class TrainedModelLoader(CheckpointLoader):
             return
         from monai_iqad.networks import SAQMRouter
 
-        path = check_checkpoint_file(self.load_path, MODEL_HINT)
-        state = torch.load(path, map_location=self.map_location, weights_only=True)
+        path = self.load_path
+        state = load_weights(path, self.map_location, MODEL_HINT)
         whole = "load the whole file (expert None; the bundles' --finetune_expert '$None')"
         if not SAQMRouter.is_state_dict(state):
             raise CheckpointError(
