@@ -12,6 +12,7 @@ image and 1 epoch.
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 from pathlib import Path
@@ -477,6 +478,29 @@ def test_medical_distill_overlay_tiny(tmp_path):
         assert torch.allclose(teacher(x), init(x[:, :3]), atol=1e-6)
         assert not torch.allclose(net(x), init(x[:, :3]), atol=1e-4)
     assert (bundle / "runs" / "distill" / "epochs" / "model_epoch=1.pt").is_file()
+
+
+@pytest.mark.skipif(not HAS_MEDICAL, reason="no medical_saqm_iqa bundle")
+def test_medical_mild_kspace_overlay_tiny(tmp_path):
+    """``pretrain_mild_kspace.json`` (an issue-11 experiment) weighs the ranking pairs whose worse item is level 1 or 2
+    of a k-space ladder four times. The tiny corpus has no k-space ladders (a warning, every weight 1); with the same
+    table moved to its JPEG family, one epoch trains with the weights in the batches."""
+    overlay = json.loads((bundle_dir(MEDICAL) / "configs" / "pretrain_mild_kspace.json").read_text())
+    table = overlay["ranking_level_weights"]
+    assert table == {"kspace_undersampling": [1.0, 4.0, 4.0, 1.0, 1.0, 1.0]}
+    with pytest.warns(UserWarning, match="kspace_undersampling"):  # the workflow builds its dataset
+        _, _, workflow = _modality_experiment(tmp_path, "configs/pretrain_mild_kspace.json")
+    assert workflow.parser.get_parsed_content("ranking_level_weights") == table
+    dataset = workflow.parser.get_parsed_content("train#dataset")
+    assert all(float(d["rank_weight"]) == 1.0 for i in range(len(dataset)) for d in dataset[i])
+    bundle, _, jpeg = _modality_experiment(
+        tmp_path / "jpeg", "configs/pretrain_mild_kspace.json", ranking_level_weights={"jpeg": table[next(iter(table))]}
+    )
+    dataset = jpeg.parser.get_parsed_content("train#dataset")
+    weights = {n.rsplit("/", 1)[-1]: [float(d["rank_weight"]) for d in dataset[i]] for i, n in enumerate(dataset.names)}
+    assert weights["jpeg"] == [1.0, 4.0, 4.0, 1.0, 1.0, 1.0] and set(weights["gaussian_noise"]) == {1.0}
+    trained = _run_and_load_epoch(jpeg, bundle / "runs" / "modality", in_channels=9)
+    assert all(torch.isfinite(p).all() for p in trained.parameters())
 
 
 @pytest.mark.skipif(not HAS_MEDICAL, reason="no medical_saqm_iqa bundle")

@@ -210,6 +210,30 @@ def test_ladder_patch_dataset(tiny):
         LadderPatchDataset([dict(it) for it in train if it["level"] != 0], pre)
 
 
+def test_ladder_patch_dataset_level_weights(tiny):
+    """``level_weights`` gives each item of a family's ladders its level's ranking weight (other families 1), the
+    batch a ``rank_weight`` key; without it there is no such key. Bad tables fail or warn, naming the distortion."""
+    train = load_datalist(tiny / "datalist.json", "training")
+    pre = saqm_preprocessing(train=False, mos_range=(0.0, 1.0))
+    ds = LadderPatchDataset(train, pre, patch_size=32, level_weights={"jpeg": [1.0, 4.0, 2.0, 0.5]})
+    seen = {}
+    for name, ladder in zip(ds.names, range(len(ds))):
+        family = name.rsplit("/", 1)[-1]
+        seen[family] = [float(d["rank_weight"]) for d in ds[ladder]]
+    assert seen == {"jpeg": [1.0, 4.0, 2.0, 0.5], "gaussian_noise": [1.0, 1.0, 1.0, 1.0]}
+    batch = next(iter(DataLoader(ds, batch_size=4, shuffle=False)))
+    assert batch["rank_weight"].shape == (16,)
+    assert "rank_weight" not in LadderPatchDataset(train, pre)[0][0]
+    with pytest.raises(ValueError, match="unknown distortions \\['jpg'\\]"):
+        LadderPatchDataset(train, pre, level_weights={"jpg": [1.0] * 4})
+    with pytest.raises(ValueError, match="has 3 weights, but ladder .*jpeg' has level 3"):
+        LadderPatchDataset(train, pre, level_weights={"jpeg": [1.0] * 3})
+    with pytest.raises(ValueError, match="non-negative"):
+        LadderPatchDataset(train, pre, level_weights={"jpeg": [1.0, -1.0, 1.0, 1.0]})
+    with pytest.warns(UserWarning, match="kspace_undersampling"):
+        LadderPatchDataset(train, pre, level_weights={"kspace_undersampling": [1.0] * 6})
+
+
 def test_cli_dispatch(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["python -m monai_iqad.data", "pretrain-corpus", "--help"])
     with pytest.raises(SystemExit) as exit_info:

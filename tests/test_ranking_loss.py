@@ -55,6 +55,31 @@ def test_gradient_pushes_better_item_up_and_no_pairs_is_zero():
     assert torch.equal(lone.grad, torch.zeros(2))
 
 
+def test_item_weights_by_hand():
+    """A pair takes the weight of its worse item; the loss is the weighted mean; weights of 1 give the plain mean."""
+    scores = torch.tensor([2.0, 0.5, 1.0])
+    groups = torch.zeros(3, dtype=torch.long)
+    levels = torch.tensor([0, 2, 1])
+    weights = torch.tensor([7.0, 3.0, 0.5])  # item 0 is never the worse item, so its 7 weighs nothing
+    # pairs (better, worse): (0,1) margin term 0.0, weight 3; (0,2) 0.2, weight 0.5; (2,1) 0.7, weight 3
+    loss = PairwiseRankingLoss("margin", margin=1.2)(scores, groups, levels, weights)
+    assert loss.item() == pytest.approx((3 * 0.0 + 0.5 * 0.2 + 3 * 0.7) / 6.5, rel=1e-6)
+    # with gap weights the pair weight is the product: gaps 2, 1, 1
+    both = PairwiseRankingLoss("margin", margin=1.2, gap_weighted=True)(scores, groups, levels, weights)
+    assert both.item() == pytest.approx((6 * 0.0 + 0.5 * 0.2 + 3 * 0.7) / 9.5, rel=1e-6)
+    plain = PairwiseRankingLoss()(scores, groups, levels)
+    assert torch.equal(PairwiseRankingLoss()(scores, groups, levels, torch.ones(3)), plain)
+    # gradient: only the weighted pairs move the scores; a zero weight silences pair (0,2) and item 2's own pairs
+    x = torch.tensor([0.0, 0.0, 0.0], requires_grad=True)
+    PairwiseRankingLoss()(x, groups, levels, torch.tensor([1.0, 1.0, 0.0])).backward()
+    # left: (0,1) and (2,1), each d = 0 -> d loss / d d = -0.5, weight 1 / 2
+    assert x.grad.tolist() == pytest.approx([-0.25, 0.5, -0.25])
+    with pytest.raises(ValueError, match="non-negative"):
+        PairwiseRankingLoss()(scores, groups, levels, torch.tensor([1.0, -1.0, 1.0]))
+    with pytest.raises(ValueError, match="one value per item"):
+        PairwiseRankingLoss()(scores, groups, levels, torch.ones(2))
+
+
 def test_validation():
     with pytest.raises(ValueError, match="mode"):
         PairwiseRankingLoss("hinge")
@@ -118,6 +143,34 @@ def test_trainer_adds_weighted_ranking_term():
         assert float(out["loss"]) == pytest.approx(float(out["loss_reg"]) + weight * float(out["loss_rank"]), rel=1e-5)
     # same initial weights and batch: the first step's regression and ranking terms agree across weights
     assert float(losses[0.0]["loss_reg"]) == pytest.approx(float(losses[2.0]["loss_reg"]), rel=1e-6)
+
+
+def test_trainer_passes_batch_rank_weights():
+    """With a ``rank_weight`` batch key the first step's ranking term is the weighted loss of the same scores: all
+    ones equal the unweighted term; weight on level 2 only differs from it."""
+    batches = _ladder_batches(1)
+    terms = {}
+    for name, w in {"none": None, "ones": [1.0, 1.0, 1.0], "mild": [1.0, 0.0, 1.0]}.items():
+        batch = dict(batches[0])
+        if w is not None:
+            batch["rank_weight"] = torch.tensor(w * 2)
+        trainer = _trainer([batch], PairwiseRankingLoss())
+        trainer.run()
+        terms[name] = float(trainer.state.output["loss_rank"])
+    assert terms["ones"] == pytest.approx(terms["none"], rel=1e-6)
+    assert terms["mild"] != pytest.approx(terms["none"], rel=1e-3)
+    # the loss gets the batch's weights as its fourth argument, one per image
+    seen = []
+
+    def recording(scores, groups, levels, *rest):
+        seen.append([t.clone() for t in rest])
+        return PairwiseRankingLoss()(scores, groups, levels, *rest)
+
+    batch = {**batches[0], "rank_weight": torch.tensor([1.0, 0.0, 1.0] * 2)}
+    _trainer([batch], recording).run()
+    assert len(seen) == 1 and torch.equal(seen[0][0], batch["rank_weight"])
+    _trainer(batches, recording).run()
+    assert seen[1] == []  # no key, no weights
 
 
 def test_trainer_ranking_off_by_default_and_keys_checked():

@@ -32,6 +32,7 @@ import functools
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -835,7 +836,9 @@ class LadderPatchDataset(Randomizable, Dataset):
       ``saqm_preprocessing(train=False)``: channels, scaling, local contrast normalisation of the whole image);
     - ``mos``: the patch's pseudo-MOS in [0, 1], the mean of the SSIM map of the image against its pristine over the
       patch (the image-level pseudo-MOS is the mean of the same map), 1 for the pristine;
-    - ``ladder``: an integer group id, unique per (ladder, position) within the item; ``level``: the severity.
+    - ``ladder``: an integer group id, unique per (ladder, position) within the item; ``level``: the severity;
+    - ``rank_weight`` (only with ``level_weights``): the item's weight in the ranking loss, which its pairs take when
+      it is their worse item (see :class:`monai_iqad.losses.PairwiseRankingLoss`).
 
     Images are preprocessed once and kept in memory (float16); ``preprocessing`` gets the datalist item with the
     image path (so e.g. its ``modality`` can become input planes, see ``saqm_preprocessing(modalities=...)``).
@@ -852,10 +855,15 @@ class LadderPatchDataset(Randomizable, Dataset):
         min_std: minimum luminance std of a pristine patch preferred as a position.
         dropout_channels: number of trailing (conditioning) channels subject to ``dropout_prob``.
         dropout_prob: probability of zeroing them for one (ladder, position). Defaults to 0 (off).
+        level_weights: optional ``{distortion: [w_0, w_1, ...]}``: the ranking weight of a level of that family's
+            ladders (their items' ``distortion`` key), e.g. ``{"kspace_undersampling": [1, 4, 4, 1, 1, 1]}`` weighs the
+            pairs whose worse item is level 1 or 2 four times. Other families weigh 1; a family that no ladder
+            of ``data`` has gets a warning. Defaults to None (no ``rank_weight`` key: the plain loss, bit for bit).
 
     Raises:
-        ValueError: when a ladder has no level-0 item or its images differ in size, ``data`` is empty, or the
-            dropout arguments are out of range.
+        ValueError: when a ladder has no level-0 item or its images differ in size, ``data`` is empty, the
+            dropout arguments are out of range, or ``level_weights`` names an unknown distortion, misses a level of
+            a ladder, or holds a negative or non-finite weight.
     """
 
     def __init__(
@@ -867,6 +875,7 @@ class LadderPatchDataset(Randomizable, Dataset):
         min_std: float = 0.04,
         dropout_channels: int = 0,
         dropout_prob: float = 0.0,
+        level_weights: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         if not data:
             raise ValueError("LadderPatchDataset needs at least one datalist item.")
@@ -876,14 +885,18 @@ class LadderPatchDataset(Randomizable, Dataset):
             )
         ladders: dict[str, dict[int, str]] = {}
         items: dict[str, Mapping[str, Any]] = {}
+        distortions: dict[str, str | None] = {}  # per ladder (its pristine file is shared by the crop's ladders)
         for item in data:
             ladders.setdefault(str(item["ladder"]), {})[int(item["level"])] = str(item["image"])
             items[str(item["image"])] = item
+            if item.get("distortion") is not None:
+                distortions[str(item["ladder"])] = str(item["distortion"])
         self.ladders = [dict(sorted(levels.items())) for _, levels in sorted(ladders.items())]
         self.names = sorted(ladders)
         for name, levels in zip(self.names, self.ladders):
             if 0 not in levels:
                 raise ValueError(f"ladder {name!r} has no level-0 (pristine) item.")
+        self.level_weights = None if level_weights is None else self._level_weights(level_weights, distortions)
         self.patch_size = int(patch_size)
         self.patches_per_ladder = int(patches_per_ladder)
         self.min_std = float(min_std)
@@ -902,6 +915,33 @@ class LadderPatchDataset(Randomizable, Dataset):
             pristine = levels[0]
             if pristine not in self._gray:
                 self._gray[pristine] = to_gray(np.asarray(Image.open(pristine), np.float64) / 255.0)
+
+    def _level_weights(
+        self, level_weights: Mapping[str, Sequence[float]], distortions: Mapping[str, str | None]
+    ) -> list[dict[int, float]]:
+        """Per ladder, ``{level: ranking weight}`` from ``level_weights`` (see the class docstring)."""
+        table = {str(k): [float(w) for w in v] for k, v in level_weights.items()}
+        if unknown := sorted(set(table) - set(DEGRADATION_KINDS)):
+            raise ValueError(f"level_weights: unknown distortions {unknown}; expected some of {DEGRADATION_KINDS}.")
+        for family, ws in table.items():
+            if not all(np.isfinite(w) and w >= 0 for w in ws):
+                raise ValueError(f"level_weights[{family!r}] must be finite and non-negative, got {ws}.")
+        out, seen = [], set()
+        for name, levels in zip(self.names, self.ladders):
+            family = distortions.get(name)
+            ws = table.get(family) if family is not None else None
+            if ws is None:
+                out.append(dict.fromkeys(levels, 1.0))
+                continue
+            seen.add(str(family))
+            if max(levels) >= len(ws):
+                raise ValueError(
+                    f"level_weights[{family!r}] has {len(ws)} weights, but ladder {name!r} has level {max(levels)}."
+                )
+            out.append({level: ws[level] for level in levels})
+        if missing := sorted(set(table) - seen):
+            warnings.warn(f"level_weights: no ladder of {missing} in the data; they weigh nothing.", stacklevel=3)
+        return out
 
     def __len__(self) -> int:
         return len(self.ladders)
@@ -936,14 +976,15 @@ class LadderPatchDataset(Randomizable, Dataset):
                 if drop:
                     patch[-self.dropout_channels :] = 0
                 mos = 1.0 if level == 0 else float(_ssim_map(pristine, path)[y : y + p, x : x + p].mean())
-                out.append(
-                    {
-                        "image": patch,
-                        "mos": torch.tensor(mos, dtype=torch.float32),
-                        "ladder": torch.tensor(group),
-                        "level": torch.tensor(level),
-                    }
-                )
+                item = {
+                    "image": patch,
+                    "mos": torch.tensor(mos, dtype=torch.float32),
+                    "ladder": torch.tensor(group),
+                    "level": torch.tensor(level),
+                }
+                if self.level_weights is not None:
+                    item["rank_weight"] = torch.tensor(self.level_weights[index][level], dtype=torch.float32)
+                out.append(item)
         return out
 
 

@@ -113,7 +113,9 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         ranking_loss: optional ``callable(scores (B,), groups (B,), levels (B,)) -> loss`` added to the loss with
             weight ``ranking_weight``, e.g. :class:`monai_iqad.losses.PairwiseRankingLoss` on within-ladder pairs;
             ``scores`` are the image-level logits (mean patch logit) of the ``train_data_loader`` batch, ``groups``
-            and ``levels`` come from its ``ladder_key`` and ``level_key``. Defaults to None (off: the paper).
+            and ``levels`` come from its ``ladder_key`` and ``level_key``. When the batch also has
+            ``rank_weight_key`` (e.g. ``LadderPatchDataset(level_weights=...)``), its (B,) item weights are passed as a
+            fourth argument (``PairwiseRankingLoss``'s ``weights``). Defaults to None (off: the paper).
         ranking_weight: weight of the ranking loss. Defaults to 1.
         teacher: optional frozen network (e.g. :func:`monai_iqad.networks.frozen_copy` of the warm-started
             ``network``) whose patch scores the network is pulled towards on every training batch (knowledge
@@ -124,6 +126,8 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         distillation_weight: weight of the distillation term. Defaults to 1.
         ladder_key: batch key of the ladder (group) ids. Defaults to "ladder".
         level_key: batch key of the severity levels (0 = best). Defaults to "level".
+        rank_weight_key: optional batch key of per-item ranking weights (used when present). Defaults to
+            "rank_weight".
         trainer_kwargs: other keyword arguments: those of :class:`monai.engines.SupervisedTrainer` (``epoch_length``,
             ``non_blocking``, ``iteration_update``, ``inferer``, ``postprocessing``, ``key_train_metric``,
             ``train_handlers``, ``amp``, ``amp_kwargs``, ``accumulation_steps``, ...). ``amp`` without ``amp_dtype``
@@ -160,6 +164,7 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         ranking_weight: float = 1.0,
         ladder_key: str = "ladder",
         level_key: str = "level",
+        rank_weight_key: str = "rank_weight",
         teacher: nn.Module | None = None,
         distillation_weight: float = 1.0,
         **trainer_kwargs: Any,
@@ -224,6 +229,7 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         self.ranking_weight = float(ranking_weight)
         self.ladder_key = ladder_key
         self.level_key = level_key
+        self.rank_weight_key = rank_weight_key
         self.teacher = teacher.to(device).eval() if teacher is not None else None
         self.distillation_weight = float(distillation_weight)
         self.distillation_loss = BernoulliKLDivLoss()
@@ -281,8 +287,9 @@ class DomainAdaptationTrainer(SupervisedTrainer):
 
     def _ranking_groups(
         self, batchdata: Any, batch_size: int, device: torch.device | str | None
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The (B,) ladder ids and levels of a batch for the ranking loss; None when the loss is off.
+    ) -> tuple[torch.Tensor, ...] | None:
+        """The (B,) ladder ids, levels (and item weights, when the batch has them) for the ranking loss; None when
+        the loss is off.
 
         Raises:
             ValueError: When the ranking loss is on and the batch lacks the ladder/level keys or their length is wrong.
@@ -295,7 +302,10 @@ class DomainAdaptationTrainer(SupervisedTrainer):
         if missing:
             raise ValueError(f"the ranking loss needs batch keys {missing} (ladder ids and severity levels).")
         out = []
-        for key in (self.ladder_key, self.level_key):
+        keys = [self.ladder_key, self.level_key]
+        if self.rank_weight_key in batchdata:
+            keys.append(self.rank_weight_key)
+        for key in keys:
             value = batchdata[key]
             value = value.as_tensor() if isinstance(value, MetaTensor) else torch.as_tensor(value)
             if value.numel() != batch_size:
@@ -303,7 +313,7 @@ class DomainAdaptationTrainer(SupervisedTrainer):
                     f"'{key}' must hold one value per image ({batch_size}), got shape {tuple(value.shape)}."
                 )
             out.append(value.reshape(-1).to(device))
-        return out[0], out[1]
+        return tuple(out)
 
     def _iteration(self, engine: DomainAdaptationTrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
         """

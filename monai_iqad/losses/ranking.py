@@ -45,8 +45,11 @@ class PairwiseRankingLoss(nn.Module):
     - ``"margin"``: ``mean(relu(margin - d))`` (``torch.nn.MarginRankingLoss`` with target 1).
 
     ``gap_weighted`` weights each pair by its level gap ``level_j - level_i`` (normalised to mean 1), so distant
-    levels, whose order is certain, count more. A batch without any pair gives 0 (with a gradient path), so the
-    loss can be added unconditionally.
+    levels, whose order is certain, count more. ``forward``'s optional ``weights`` give each item a weight that its
+    pairs take when it is their worse item ``j`` (e.g. :class:`~monai_iqad.demo.pretrain_corpus.LadderPatchDataset`'s
+    ``level_weights``: more weight on the mild levels of one distortion family); the loss is then the weighted mean
+    ``sum(w * l) / sum(w)`` (with ``gap_weighted``, ``w`` is the product of both weights). A batch without any pair
+    gives 0 (with a gradient path), so the loss can be added unconditionally.
 
     Args:
         mode: ``"ranknet"`` or ``"margin"``. Defaults to ``"ranknet"``.
@@ -73,32 +76,47 @@ class PairwiseRankingLoss(nn.Module):
         self.temperature = float(temperature)
         self.gap_weighted = bool(gap_weighted)
 
-    def forward(self, scores: torch.Tensor, groups: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        scores: torch.Tensor,
+        groups: torch.Tensor,
+        levels: torch.Tensor,
+        weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """
         Args:
             scores: (N,) or (N, 1) scores, higher = better quality (e.g. image-level logits).
             groups: (N,) ladder ids.
             levels: (N,) severities.
+            weights: optional (N,) non-negative item weights; a pair takes the weight of its worse item. Defaults
+                to None (every pair weighs 1; the loss is then the plain mean, bit for bit).
 
         Returns:
             The 0-d loss.
 
         Raises:
-            ValueError: When the three inputs do not have N items each.
+            ValueError: When the inputs do not have N items each, or ``weights`` has a negative or non-finite value.
         """
         scores = scores.reshape(-1)
-        if scores.numel() != groups.numel() or scores.numel() != levels.numel():
-            raise ValueError(
-                f"scores, groups and levels need one value per item, got {scores.numel()}, {groups.numel()} and "
-                f"{levels.numel()}."
-            )
+        n = scores.numel()
+        if n != groups.numel() or n != levels.numel() or (weights is not None and n != weights.numel()):
+            sizes = [groups.numel(), levels.numel()] + ([] if weights is None else [weights.numel()])
+            raise ValueError(f"scores, groups, levels (and weights) need one value per item: {n} scores, got {sizes}.")
         groups, levels = groups.to(scores.device), levels.to(scores.device)
         i, j = ladder_pairs(groups, levels)
         if i.numel() == 0:
             return scores.sum() * 0.0
         d = scores[i] - scores[j]
         per_pair = F.softplus(-d / self.temperature) if self.mode == "ranknet" else F.relu(self.margin - d)
+        pair_w: torch.Tensor | None = None
+        if weights is not None:
+            weights = weights.reshape(-1).to(device=scores.device, dtype=per_pair.dtype)
+            if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+                raise ValueError(f"ranking weights must be finite and non-negative, got {weights.tolist()}.")
+            pair_w = weights[j]
         if self.gap_weighted:
             gap = (levels[j] - levels[i]).to(per_pair.dtype)
-            return (per_pair * gap).sum() / gap.sum()
-        return per_pair.mean()
+            pair_w = gap if pair_w is None else pair_w * gap
+        if pair_w is None:
+            return per_pair.mean()
+        return (per_pair * pair_w).sum() / pair_w.sum().clamp_min(torch.finfo(per_pair.dtype).tiny)
