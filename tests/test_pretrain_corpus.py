@@ -709,9 +709,11 @@ def test_noise_floor_gives_the_pristine_a_rician_background(tmp_path):
         CorpusSource("x", "MR", "training", "dicom", "f.dcm", 1, noise_floor=-0.1)
 
 
-def test_ct_kspace_mni_floor_preset_adds_a_noise_floor_to_the_mni_crops_only():
-    """``ct_kspace_mni_floor``: ``ct_kspace_mni`` with a noise floor on the MNI source, under the same name (so the
-    same crops); nothing else."""
+def test_ct_kspace_mni_floor_presets_add_a_noise_floor_to_the_mni_crops_only():
+    """``ct_kspace_mni_floor`` and ``ct_kspace_mni_floor_half``: ``ct_kspace_mni`` with a noise floor (0.011, 0.0055)
+    on the MNI source, under the same name (so the same crops); nothing else."""
     mni, floor = corpus_preset("ct_kspace_mni"), corpus_preset("ct_kspace_mni_floor")
     assert floor[:-1] == mni[:-1] and floor[-1] == replace(mni[-1], noise_floor=0.011)
     assert all(s.noise_floor == 0 for s in floor[:-1])
+    half = corpus_preset("ct_kspace_mni_floor_half")  # stop 40: the same crops at half the floor
+    assert half[:-1] == mni[:-1] and half[-1] == replace(mni[-1], noise_floor=0.0055)
