@@ -148,7 +148,8 @@ def test_iqa_ladder_tiny_corpus(tmp_path):
     torch.save(SAQM(width=0.125).state_dict(), tmp_path / "model.pt")
     # a modality-conditioned copy whose plane weights are non-zero: scored with its modality it differs from the
     # plain model, scored with the modality unknown (zero planes) it is the plain model
-    cond = load_with_added_input_channels(SAQM(in_channels=9, width=0.125), torch.load(tmp_path / "model.pt"))
+    plain = torch.load(tmp_path / "model.pt", weights_only=True)
+    cond = load_with_added_input_channels(SAQM(in_channels=9, width=0.125), plain)
     with torch.no_grad():
         for stack in (cond.attention.query, cond.attention.key, cond.attention.value):
             stack[0].weight[:, 3:] = 0.5
