@@ -15,6 +15,9 @@ metric of ``monai_iqad.metrics.NR_IQA_METRICS`` available in this checkout, in o
   from one source is drawn together; ``--cluster crop``: over pristine crops) of every method's mean within-ladder
   SROCC, of each SAQM model's paired margin over the best classic metric, and of each SAQM model's mean per distortion
   and its paired difference from ``--model``'s.
+- the (source image, distortion) cells where a SAQM model is below ``--select-floor``, with the pristine's rank in
+  each ladder and the ladders where level 1 scores above the pristine (:func:`_source_breakdown`: which image and
+  which end of the ladder make a family fail).
 
 Writes its section (between ``<!-- iqa_ladder:start -->`` and ``<!-- iqa_ladder:end -->``) of ``docs/results_iqa.md``,
 keeping the hand-written analysis around it, and a PNG (mean normalised score vs level, one panel per distortion)
@@ -380,6 +383,57 @@ def _severity_split(items: list[dict], index: dict[str, int], scores: dict[str, 
                 lines.append(
                     f"| {d} | {label} | " + " | ".join(f"{values[m][keep].mean():.3f}" for m in methods) + " |"
                 )
+    return lines + [""]
+
+
+def _source_breakdown(
+    items: list[dict], index: dict[str, int], scores: dict[str, np.ndarray], models: list[str], floor: float
+) -> list[str]:
+    """Markdown: the (source image, distortion) cells where a SAQM model's mean within-ladder SROCC is below
+    ``floor``, with where its pristine lands.
+
+    A family's mean over several source images can hide that one image fails. Each cell gives, per model, the mean
+    within-ladder SROCC over the source's ladders of that family, the pristine's rank in each ladder (1 = scored
+    above every distorted level) and on how many ladders level 1 scores above the pristine (a mild level scored as
+    better than the undistorted image). Reported only: no rule or target uses it.
+    """
+    ladders: dict[str, dict[int, int]] = defaultdict(dict)
+    cell_of: dict[str, tuple[str, str, str]] = {}
+    for it in items:
+        ladders[it["ladder"]][int(it["level"])] = index[str(it["image"])]
+        cell_of[it["ladder"]] = (str(it.get("source", it["ladder"].split("/")[0])), it["distortion"], it["modality"])
+    cells: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for ladder, cell in cell_of.items():
+        cells[cell].append(ladder)
+    lines = [
+        f"## Per held-out source, where a SAQM model is below {floor}",
+        "",
+        f"Cells (source image x distortion) where a SAQM model's mean within-ladder SROCC is below {floor} "
+        "(`--select-floor`). Each entry: the mean, the pristine's rank in each ladder (1 = above every distorted "
+        "level) and the ladders where level 1 scores above the pristine. Reported only: no rule or target uses it.",
+        "",
+        "| source | modality | distortion | ladders | " + " | ".join(models) + " |",
+        "|---|---|---|---|" + "---|" * len(models),
+    ]
+    rows = 0
+    for (source, dist, modality), names in sorted(cells.items()):
+        entries, low = [], False
+        for m in models:
+            srocc, ranks, above = [], [], 0
+            for name in names:
+                levels = sorted(ladders[name])
+                sc = scores[m][[ladders[name][lv] for lv in levels]]
+                srocc.append(_srocc(sc, -np.asarray(levels, dtype=float)))
+                ranks.append(1 + int((sc[1:] > sc[0]).sum()))
+                above += int(1 in ladders[name] and scores[m][ladders[name][1]] > scores[m][ladders[name][0]])
+            mean = float(np.mean(srocc))
+            low |= mean < floor
+            entries.append(f"{mean:.3f} (ranks {'/'.join(map(str, ranks))}; L1 above {above})")
+        if low:
+            rows += 1
+            lines.append(f"| {source} | {modality} | {dist} | {len(names)} | " + " | ".join(entries) + " |")
+    if not rows:
+        lines.append(f"| (none: every cell is at or above {floor}) | | | |" + " |" * len(models))
     return lines + [""]
 
 
@@ -847,6 +901,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append("")
     lines += _exposure_split(items, ladder_names, meta, ladder_values)
     lines += _severity_split(items, index, scores)
+    lines += _source_breakdown(items, index, scores, saqm_models, args.select_floor)
 
     lines += ["## SAQM scoring speed", ""]
     if args.no_speed:

@@ -181,6 +181,10 @@ def test_iqa_ladder_tiny_corpus(tmp_path):
     assert "| gamma | " in exposure and "| low_contrast | " in exposure and "(CT) | " in exposure
     bands = text.split("## Within-ladder SROCC by severity band", 1)[1].split("##", 1)[0]
     assert "| gaussian_noise | mild (0-2) | " in bands and "| gaussian_noise | strong (0, 3-5) | " in bands
+    by_source = text.split("## Per held-out source, where a SAQM model is below 0.8", 1)[1].split("##", 1)[0]
+    assert "| source | modality | distortion | ladders | SAQM | MOD | MODU |" in by_source
+    listed = [ln for ln in by_source.splitlines() if ln.startswith("| ct_thorax_small | CT | ")]
+    assert listed and all(ln.count("(ranks ") == 3 for ln in listed)  # the untrained SAQM fails some; 3 entries each
 
     def rows(section: str) -> dict[str, list[str]]:
         return {ln.split(" | ")[0][2:]: ln.split(" | ")[1:] for ln in section.splitlines() if ln.startswith("| ")}
@@ -315,6 +319,30 @@ def test_severity_split_by_hand(monkeypatch):
         "| speckle_noise | mild (0-2) | -0.500 | 0.000 |",
         "| speckle_noise | strong (0, 3-5) | 1.000 | 0.000 |",
     ]
+
+
+def test_source_breakdown_by_hand(monkeypatch):
+    """``_source_breakdown``: per (source, distortion), the mean within-ladder SROCC, the pristine's rank per ladder
+    and the ladders with level 1 above the pristine, listed only where a model is below the floor. By hand: scores
+    0.5, 0.9, 0.8, 0.7, 0.6, 0.4 for levels 0-5 rank the pristine 5th, and d = (-4, 1, 1, 1, 1, 0) gives
+    rho = 1 - 6 * 20 / 210 = 0.4286; with a perfect second ladder the source's mean is 0.7143."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    ladder = _load("iqa_ladder")
+    items = [
+        {"ladder": f"{c}/kspace", "level": lv, "image": f"{c}_{lv}.png", "distortion": "kspace", "modality": "MR",
+         "source": c.split("_")[0]}
+        for c in ("A_c0", "A_c1", "B_c0")
+        for lv in range(6)
+    ]  # fmt: skip
+    index = {it["image"]: k for k, it in enumerate(items)}
+    good = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
+    scores = {"M": np.array([0.5, 0.9, 0.8, 0.7, 0.6, 0.4] + good + good), "N": np.array(good * 3)}
+    rows = [ln for ln in ladder._source_breakdown(items, index, scores, ["M", "N"], 0.80) if ln.startswith("| ")]
+    assert rows[1:] == [
+        "| A | MR | kspace | 2 | 0.714 (ranks 5/1; L1 above 1) | 1.000 (ranks 1/1; L1 above 0) |",
+    ]
+    none = [ln for ln in ladder._source_breakdown(items, index, scores, ["M", "N"], 0.4) if ln.startswith("| ")]
+    assert none[1].startswith("| (none: every cell is at or above 0.4)") and len(none) == 2
 
 
 def test_select_rule_breaks_by_hand(monkeypatch):
