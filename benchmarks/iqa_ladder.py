@@ -53,7 +53,7 @@ from scipy import stats
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_utils import cluster_bootstrap_means, write_section  # noqa: E402
+from bench_utils import cluster_bootstrap_means, markdown_table, write_section  # noqa: E402
 
 from monai_iqad.data import load_datalist  # noqa: E402
 from monai_iqad.demo.pretrain_corpus import build_pretrain_corpus, unique_items  # noqa: E402
@@ -387,54 +387,58 @@ def _severity_split(items: list[dict], index: dict[str, int], scores: dict[str, 
 
 
 def _source_breakdown(
-    items: list[dict], index: dict[str, int], scores: dict[str, np.ndarray], models: list[str], floor: float
+    items: list[dict],
+    index: dict[str, int],
+    scores: dict[str, np.ndarray],
+    ladder_names: list[str],
+    ladder_values: dict[str, np.ndarray],
+    models: list[str],
+    floor: float,
 ) -> list[str]:
     """Markdown: the (source image, distortion) cells where a SAQM model's mean within-ladder SROCC is below
     ``floor``, with where its pristine lands.
 
     A family's mean over several source images can hide that one image fails. Each cell gives, per model, the mean
-    within-ladder SROCC over the source's ladders of that family, the pristine's rank in each ladder (1 = scored
-    above every distorted level) and on how many ladders level 1 scores above the pristine (a mild level scored as
-    better than the undistorted image). Reported only: no rule or target uses it.
+    within-ladder SROCC over the source's ladders of that family (from ``ladder_values``, :func:`_ladder_values`),
+    the pristine's rank in each ladder (1 = no distorted level scored above it; ``-`` for a ladder without a level 0)
+    and on how many ladders level 1 scores above the pristine (a mild level scored as better than the undistorted
+    image). Reported only: no rule or target uses it.
     """
-    ladders: dict[str, dict[int, int]] = defaultdict(dict)
-    cell_of: dict[str, tuple[str, str, str]] = {}
-    for it in items:
-        ladders[it["ladder"]][int(it["level"])] = index[str(it["image"])]
-        cell_of[it["ladder"]] = (str(it.get("source", it["ladder"].split("/")[0])), it["distortion"], it["modality"])
+    position = {name: k for k, name in enumerate(ladder_names)}
+    images: dict[str, dict[int, int]] = defaultdict(dict)
     cells: dict[tuple[str, str, str], list[str]] = defaultdict(list)
-    for ladder, cell in cell_of.items():
-        cells[cell].append(ladder)
-    lines = [
+    for it in items:
+        ladder = it["ladder"]
+        if not images[ladder]:
+            cells[(str(it.get("source", ladder.split("/")[0])), it["modality"], it["distortion"])].append(ladder)
+        images[ladder][int(it["level"])] = index[str(it["image"])]
+    rows = []
+    for (source, modality, dist), names in sorted(cells.items()):
+        entries = []
+        for m in models:
+            s = scores[m]
+            ranks = [
+                str(1 + sum(s[i] > s[lv[0]] for k, i in lv.items() if k)) if 0 in lv else "-"
+                for lv in (images[n] for n in names)
+            ]
+            above = sum(0 in lv and 1 in lv and s[lv[1]] > s[lv[0]] for lv in (images[n] for n in names))
+            mean = float(np.mean([ladder_values[m][position[n]] for n in names]))
+            entries.append((mean, f"{mean:.3f} (ranks {'/'.join(ranks)}; L1 above {above})"))
+        if min(mean for mean, _ in entries) < floor:
+            rows.append([source, modality, dist, len(names), *(text for _, text in entries)])
+    headers = ["source", "modality", "distortion", "ladders", *models]
+    if not rows:
+        rows = [[f"(none: every cell is at or above {floor})", *[""] * (len(headers) - 1)]]
+    return [
         f"## Per held-out source, where a SAQM model is below {floor}",
         "",
         f"Cells (source image x distortion) where a SAQM model's mean within-ladder SROCC is below {floor} "
         "(`--select-floor`). Each entry: the mean, the pristine's rank in each ladder (1 = above every distorted "
         "level) and the ladders where level 1 scores above the pristine. Reported only: no rule or target uses it.",
         "",
-        "| source | modality | distortion | ladders | " + " | ".join(models) + " |",
-        "|---|---|---|---|" + "---|" * len(models),
+        markdown_table(headers, rows),
+        "",
     ]
-    rows = 0
-    for (source, dist, modality), names in sorted(cells.items()):
-        entries, low = [], False
-        for m in models:
-            srocc, ranks, above = [], [], 0
-            for name in names:
-                levels = sorted(ladders[name])
-                sc = scores[m][[ladders[name][lv] for lv in levels]]
-                srocc.append(_srocc(sc, -np.asarray(levels, dtype=float)))
-                ranks.append(1 + int((sc[1:] > sc[0]).sum()))
-                above += int(1 in ladders[name] and scores[m][ladders[name][1]] > scores[m][ladders[name][0]])
-            mean = float(np.mean(srocc))
-            low |= mean < floor
-            entries.append(f"{mean:.3f} (ranks {'/'.join(map(str, ranks))}; L1 above {above})")
-        if low:
-            rows += 1
-            lines.append(f"| {source} | {modality} | {dist} | {len(names)} | " + " | ".join(entries) + " |")
-    if not rows:
-        lines.append(f"| (none: every cell is at or above {floor}) | | | |" + " |" * len(models))
-    return lines + [""]
 
 
 def _rule_breaks(per_family: dict[str, float], reference: dict[str, float], max_drop: float, floor: float) -> list[str]:
@@ -901,7 +905,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append("")
     lines += _exposure_split(items, ladder_names, meta, ladder_values)
     lines += _severity_split(items, index, scores)
-    lines += _source_breakdown(items, index, scores, saqm_models, args.select_floor)
+    lines += _source_breakdown(items, index, scores, ladder_names, ladder_values, saqm_models, args.select_floor)
 
     lines += ["## SAQM scoring speed", ""]
     if args.no_speed:

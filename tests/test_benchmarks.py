@@ -337,11 +337,14 @@ def test_source_breakdown_by_hand(monkeypatch):
     index = {it["image"]: k for k, it in enumerate(items)}
     good = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
     scores = {"M": np.array([0.5, 0.9, 0.8, 0.7, 0.6, 0.4] + good + good), "N": np.array(good * 3)}
-    rows = [ln for ln in ladder._source_breakdown(items, index, scores, ["M", "N"], 0.80) if ln.startswith("| ")]
+    names, _, values = ladder._ladder_values(items, index, scores)
+    table = ladder._source_breakdown(items, index, scores, names, values, ["M", "N"], 0.80)
+    rows = [ln for ln in "\n".join(table).splitlines() if ln.startswith("| ")]
     assert rows[1:] == [
         "| A | MR | kspace | 2 | 0.714 (ranks 5/1; L1 above 1) | 1.000 (ranks 1/1; L1 above 0) |",
     ]
-    none = [ln for ln in ladder._source_breakdown(items, index, scores, ["M", "N"], 0.4) if ln.startswith("| ")]
+    table = ladder._source_breakdown(items, index, scores, names, values, ["M", "N"], 0.4)
+    none = [ln for ln in "\n".join(table).splitlines() if ln.startswith("| ")]
     assert none[1].startswith("| (none: every cell is at or above 0.4)") and len(none) == 2
 
 
